@@ -1,0 +1,98 @@
+"""Pure framing and replay of the append-only index: one checksummed JSON entry per line."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+
+__all__ = ["IndexState", "frame", "parse_lines", "replay"]
+
+
+def frame(entry: dict) -> bytes:
+    """Frame one index entry as '<crc32 hex> <compact json>\\n' so a torn line is detectable."""
+    body = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def parse_lines(data: bytes) -> tuple[list[dict], int]:
+    """Parse framed lines; return the whole entries and the number of torn or garbled lines."""
+    entries: list[dict] = []
+    bad = 0
+    lines = data.split(b"\n")
+    tail = lines.pop()  # bytes after the last newline: a line still being (or never fully) written
+    if tail:
+        bad += 1
+    for line in lines:
+        if len(line) < 10 or line[8:9] != b" ":
+            bad += line != b""
+            continue
+        body = line[9:]
+        try:
+            if int(line[:8], 16) != zlib.crc32(body):
+                bad += 1
+                continue
+            entry = json.loads(body)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+        else:
+            bad += 1
+    return entries, bad
+
+
+@dataclass
+class IndexState:
+    """What replaying the index gives: records by kind and name, volatile facts, and fingerprints."""
+
+    cache: dict = field(default_factory=dict)  # hashkey -> sidecar dict
+    stage: dict = field(default_factory=dict)  # stage name -> sidecar dict
+    touched: dict = field(default_factory=dict)  # hashkey -> ISO access time
+    tracebacks: dict = field(default_factory=dict)  # stage name -> traceback text
+    hashes: dict = field(default_factory=dict)  # stage name -> [size, mtime_ns, key]
+    high_water: dict = field(default_factory=lambda: {"cache": 0, "stage": 0})
+    fingerprint: list | None = None
+    header: dict | None = None
+    bad_lines: int = 0
+
+    def apply(self, entry: dict) -> None:
+        """Apply one index entry to the state."""
+        op = entry.get("op")
+        kind = entry.get("kind")
+        name = entry.get("name")
+        if "fp" in entry:
+            self.fingerprint = entry["fp"]
+        if op == "header":
+            self.header = entry
+        elif op == "put" and kind in ("cache", "stage") and isinstance(entry.get("rec"), dict):
+            table = self.cache if kind == "cache" else self.stage
+            table[name] = entry["rec"]
+            pk = entry["rec"].get("pk")
+            if isinstance(pk, int) and pk > self.high_water[kind]:
+                self.high_water[kind] = pk
+        elif op == "del" and kind in ("cache", "stage"):
+            (self.cache if kind == "cache" else self.stage).pop(name, None)
+            (self.touched if kind == "cache" else self.tracebacks).pop(name, None)
+            if kind == "stage":
+                self.hashes.pop(name, None)
+        elif op == "touch":
+            self.touched[name] = entry.get("t")
+        elif op == "traceback":
+            if entry.get("text"):
+                self.tracebacks[name] = entry["text"]
+            else:
+                self.tracebacks.pop(name, None)
+        elif op == "hash":
+            self.hashes[name] = entry.get("stat")
+        elif op == "hw" and kind in ("cache", "stage"):
+            self.high_water[kind] = max(self.high_water[kind], int(entry.get("pk", 0)))
+
+
+def replay(entries: list[dict], state: IndexState | None = None) -> IndexState:
+    """Replay entries onto a state (a new one by default) and return it."""
+    state = state if state is not None else IndexState()
+    for entry in entries:
+        state.apply(entry)
+    return state

@@ -1,0 +1,198 @@
+"""Pure notebook handling: parse bytes, check structure, strip for storage, check validity, merge outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from nbstore.errors import NbValidityError, NotebookReadError
+
+__all__ = [
+    "MAX_NBFORMAT",
+    "check_structure",
+    "check_validity",
+    "dump_notebook",
+    "merge_outputs",
+    "parse_notebook",
+    "strip_notebook",
+    "to_node",
+    "rejoin_lines",
+    "to_v4",
+]
+
+#: The newest major nbformat version nbstore reads.
+MAX_NBFORMAT = 4
+
+
+def parse_notebook(data: bytes, *, source: str = "<bytes>") -> dict:
+    """Decode notebook bytes into a checked dict, raising NotebookReadError that names the problem."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise NotebookReadError(
+            f"{source}: not a notebook: bytes are not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotebookReadError(
+            f"{source}: not a notebook: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc
+    check_structure(nb, source=source)
+    return nb
+
+
+def check_structure(nb: Any, *, source: str = "<notebook>") -> None:
+    """Raise NotebookReadError unless nb has the shape of an nbformat 3 or 4 notebook."""
+    if not isinstance(nb, dict):
+        raise NotebookReadError(f"{source}: not a notebook: JSON top level is {type(nb).__name__}, not an object")
+    major = nb.get("nbformat")
+    if not isinstance(major, int) or isinstance(major, bool):
+        raise NotebookReadError(f"{source}: not a notebook: no integer 'nbformat' field")
+    if major > MAX_NBFORMAT:
+        raise NotebookReadError(
+            f"{source}: nbformat {major} is newer than this version of nbstore reads (up to {MAX_NBFORMAT})"
+        )
+    if major < 3:
+        raise NotebookReadError(f"{source}: nbformat {major} is too old (nbstore reads 3 and 4)")
+    if major == 3:
+        sheets = nb.get("worksheets")
+        if not isinstance(sheets, list) or not all(isinstance(s, dict) for s in sheets):
+            raise NotebookReadError(f"{source}: not a notebook: nbformat 3 without a 'worksheets' list")
+        cells = [c for s in sheets for c in (s.get("cells") or [])]
+    else:
+        cells = nb.get("cells")
+        if not isinstance(cells, list):
+            raise NotebookReadError(f"{source}: not a notebook: no 'cells' list")
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            raise NotebookReadError(f"{source}: not a notebook: cell {i} has no 'cell_type'")
+    meta = nb.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise NotebookReadError(f"{source}: not a notebook: 'metadata' is not an object")
+
+
+def _is_json_mime(mime: str) -> bool:
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def _rejoin_bundle(data: Any) -> None:
+    if not isinstance(data, dict):
+        return
+    for mime, value in list(data.items()):
+        if not _is_json_mime(mime) and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            data[mime] = "".join(value)
+
+
+def rejoin_lines(nb: dict) -> dict:
+    """Join multi-line strings stored as lists (sources, stream text, mime data) in place, as nbformat.read does."""
+    for cell in nb.get("cells", []):
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(str(s) for s in cell["source"])
+        for attachment in (cell.get("attachments") or {}).values():
+            _rejoin_bundle(attachment)
+        if cell.get("cell_type") == "code":
+            for output in cell.get("outputs") or []:
+                if not isinstance(output, dict):
+                    continue
+                if output.get("output_type") in ("execute_result", "display_data"):
+                    _rejoin_bundle(output.get("data"))
+                elif isinstance(output.get("text"), list):
+                    output["text"] = "".join(str(t) for t in output["text"])
+    return nb
+
+
+def to_v4(nb: dict) -> dict:
+    """Return the in-memory v4 form of a checked notebook dict (v3 is converted with nbformat)."""
+    if nb.get("nbformat") == 3:
+        import nbformat  # only v3 input pays for the import
+
+        nb = json.loads(json.dumps(nbformat.convert(nbformat.from_dict(nb), 4)))
+    return rejoin_lines(nb)
+
+
+def to_node(nb: dict) -> Any:
+    """Return nb as an nbformat NotebookNode (attribute access, as nbformat.read gives)."""
+    from nbformat import from_dict
+
+    return from_dict(nb)
+
+
+def _source_text(source: Any) -> str:
+    if isinstance(source, list):
+        return "".join(source)
+    return source if isinstance(source, str) else ""
+
+
+def strip_notebook(nb: dict) -> dict:
+    """Return the stored form of a v4 notebook: its code cells only, with the notebook metadata."""
+    cells = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        cell = dict(cell)
+        cell["source"] = _source_text(cell.get("source"))
+        cell.setdefault("metadata", {})
+        cell.setdefault("outputs", [])
+        cell.setdefault("execution_count", None)
+        cells.append(cell)
+    return {
+        "cells": cells,
+        "metadata": nb.get("metadata") or {},
+        "nbformat": nb.get("nbformat", 4),
+        "nbformat_minor": nb.get("nbformat_minor", 0),
+    }
+
+
+def dump_notebook(nb: dict) -> bytes:
+    """Serialise a notebook deterministically (sorted keys, one-space indent, trailing newline)."""
+    return (json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+
+
+def check_validity(nb: dict, *, uri: str | None = None) -> None:
+    """Raise NbValidityError unless code cells that run have execution counts 1, 2, 3... in order."""
+    expected = 1
+    for index, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code" or not _source_text(cell.get("source")).strip():
+            continue
+        if "skip-execution" in (cell.get("metadata") or {}).get("tags", []):
+            continue
+        count = cell.get("execution_count")
+        if count != expected:
+            raise NbValidityError(
+                f"Expected cell {index} to have execution_count {expected} not {count}: "
+                "the notebook does not look executed in order",
+                uri,
+            )
+        expected += 1
+
+
+def merge_outputs(
+    nb: dict,
+    cached: dict,
+    *,
+    nb_meta: Iterable[str] | None = ("kernelspec", "language_info", "widgets"),
+    cell_meta: Iterable[str] | None = None,
+) -> dict:
+    """Return a copy of nb with outputs and execution counts of its code cells taken from cached."""
+    merged = copy.deepcopy(nb)
+    cached_cells = [c for c in cached.get("cells", []) if c.get("cell_type") == "code"]
+    code_cells = [c for c in merged.get("cells", []) if c.get("cell_type") == "code"]
+    if len(cached_cells) != len(code_cells):
+        raise ValueError(f"cannot merge: {len(code_cells)} code cells against {len(cached_cells)} cached")
+    if nb_meta is not None:
+        meta = merged.setdefault("metadata", {})
+        for name in nb_meta:
+            if name in cached.get("metadata", {}):
+                meta[name] = copy.deepcopy(cached["metadata"][name])
+    for cell, source in zip(code_cells, cached_cells, strict=False):
+        cell["outputs"] = copy.deepcopy(source.get("outputs", []))
+        cell["execution_count"] = source.get("execution_count")
+        if cell_meta is not None:
+            cmeta = cell.setdefault("metadata", {})
+            for name in cell_meta:
+                if name in source.get("metadata", {}):
+                    cmeta[name] = copy.deepcopy(source["metadata"][name])
+    return merged

@@ -1,0 +1,135 @@
+"""Records (frozen snapshots) and the pure (de)serialisation of their JSON sidecars."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = [
+    "NbCacheRecord",
+    "NbStageRecord",
+    "dump_json",
+    "format_time",
+    "now",
+    "parse_time",
+]
+
+
+def now() -> datetime:
+    """Return the current time as a naive UTC datetime (the form records hand out)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def format_time(value: datetime) -> str:
+    """Format a naive UTC datetime as ISO 8601 with microseconds."""
+    return value.isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a time written by format_time (a trailing Z or offset is converted to naive UTC)."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def dump_json(obj: Any) -> bytes:
+    """Serialise a sidecar deterministically: sorted keys, two-space indent, trailing newline."""
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+@dataclass(frozen=True, repr=False)
+class NbCacheRecord:
+    """A snapshot of one cached notebook's record."""
+
+    pk: int
+    hashkey: str
+    uri: str
+    created: datetime
+    accessed: datetime
+    description: str = ""
+    data: dict = field(default_factory=dict)
+    notebook: str = ""
+    artifacts: dict = field(default_factory=dict)
+    key_rule: int = 1
+
+    def __repr__(self) -> str:
+        return f"NbCacheRecord(pk={self.pk})"
+
+    def to_dict(self) -> dict:
+        """Return the record's public fields, as the seed shows them."""
+        return {
+            "hashkey": self.hashkey,
+            "description": self.description,
+            "created": self.created,
+            "uri": self.uri,
+            "pk": self.pk,
+            "data": dict(self.data),
+            "accessed": self.accessed,
+        }
+
+    def to_sidecar(self) -> dict:
+        """Return the JSON form written to cache/<hashkey>.json (no access time: that is volatile)."""
+        return {
+            "artifacts": dict(self.artifacts),
+            "created": format_time(self.created),
+            "data": self.data,
+            "description": self.description,
+            "hashkey": self.hashkey,
+            "key_rule": self.key_rule,
+            "notebook": self.notebook,
+            "pk": self.pk,
+            "uri": self.uri,
+        }
+
+    @classmethod
+    def from_sidecar(cls, obj: dict, *, accessed: datetime | None = None) -> NbCacheRecord:
+        """Build a record from its sidecar JSON (raises KeyError/TypeError/ValueError when malformed)."""
+        created = parse_time(obj["created"])
+        artifacts = obj.get("artifacts") or {}
+        if not isinstance(artifacts, dict) or not isinstance(obj["notebook"], str):
+            raise ValueError("malformed object references")
+        pk = obj["pk"]
+        if not isinstance(pk, int) or isinstance(pk, bool) or pk < 1:
+            raise ValueError(f"bad pk {pk!r}")
+        data = obj.get("data") or {}
+        if not isinstance(data, dict):
+            raise ValueError("'data' is not an object")
+        return cls(
+            pk=pk,
+            hashkey=str(obj["hashkey"]),
+            uri=str(obj.get("uri") or ""),
+            created=created,
+            accessed=accessed if accessed is not None and accessed > created else created,
+            description=str(obj.get("description") or ""),
+            data=data,
+            notebook=obj["notebook"],
+            artifacts={str(k): str(v) for k, v in artifacts.items()},
+            key_rule=int(obj.get("key_rule", 1)),
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class NbStageRecord:
+    """A snapshot of one staged notebook's record (uri and assets are absolute paths)."""
+
+    pk: int
+    uri: str
+    created: datetime
+    assets: tuple[str, ...] = ()
+    traceback: str = ""
+
+    def __repr__(self) -> str:
+        return f"NbStageRecord(pk={self.pk})"
+
+    def to_dict(self) -> dict:
+        """Return the record's public fields, as the seed shows them."""
+        return {
+            "assets": list(self.assets),
+            "traceback": self.traceback,
+            "pk": self.pk,
+            "uri": self.uri,
+            "created": self.created,
+        }

@@ -1,0 +1,1 @@
+"""The store package: the only code that touches a store's files."""

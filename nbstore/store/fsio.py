@@ -1,0 +1,76 @@
+"""Durable file writes: temp file in the same folder, fsync, os.replace, fsync of the folder."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from pathlib import Path
+
+from nbstore.errors import StoreWriteError
+from nbstore.layout import TEMP_SUFFIX
+
+__all__ = ["append_bytes", "atomic_write", "fsync_dir", "translate_os_error"]
+
+
+def translate_os_error(exc: OSError, action: str, path: Path) -> StoreWriteError:
+    """Return a StoreWriteError that names the path and the cause of an OS error."""
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "permission denied (is the store folder read-only?)"
+    else:
+        reason = exc.strerror or str(exc)
+    err = StoreWriteError(f"cannot {action} {path}: {reason}")
+    err.errno = exc.errno
+    return err
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries to disk so that a rename in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644, durable: bool = True) -> None:
+    """Write bytes to path atomically: readers see the old file or the new one, never a part."""
+    tmp = tmpdir / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    try:
+        tmpdir.mkdir(exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise translate_os_error(exc, "write", path) from exc
+    if durable:
+        fsync_dir(path.parent)
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append bytes to a file in one write, ending any torn last line first (caller holds the lock)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise translate_os_error(exc, "append to", path) from exc
