@@ -83,6 +83,7 @@ class NbStore:
         self._index_id: tuple | None = None
         self._index_offset = 0
         self._memo: dict = {}
+        self._config_stat: tuple | None | bool = False  # False: not checked yet
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -177,8 +178,20 @@ class NbStore:
         self._index_offset += end
         return self._state
 
+    def _check_format(self) -> None:
+        """Refuse a store of an unknown format (re-reading nbstore.json only when it changed)."""
+        try:
+            st = os.stat(self.layout.config)
+            ident = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            ident = None
+        if ident != self._config_stat:
+            self._read_config()
+            self._config_stat = ident
+
     def _state_in_sync(self) -> IndexState:
         """Return index state that agrees with the sidecars, rebuilding the index if it does not."""
+        self._check_format()
         state = self._read_index()
         if state.fingerprint == self._fingerprint() and state.header is not None:
             return state
