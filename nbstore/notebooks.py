@@ -107,9 +107,17 @@ def rejoin_lines(nb: dict) -> dict:
 def to_v4(nb: dict) -> dict:
     """Return the in-memory v4 form of a checked notebook dict (v3 is converted with nbformat)."""
     if nb.get("nbformat") == 3:
+        import warnings
+
         import nbformat  # only v3 input pays for the import
 
-        nb = json.loads(json.dumps(nbformat.convert(nbformat.from_dict(nb), 4)))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                converted = nbformat.reads(json.dumps(nb), as_version=4)
+        except Exception as exc:  # nbformat raises assorted errors on malformed v3
+            raise NotebookReadError(f"cannot convert this nbformat 3 notebook to nbformat 4: {exc}") from exc
+        nb = json.loads(json.dumps(converted))
     return rejoin_lines(nb)
 
 
