@@ -729,12 +729,15 @@ class NbStore:
         assets = NbArtifacts(record.assets, in_folder=folder, check_existence=False)
         return NbBundleIn(notebooks.to_node(nb), record.uri, assets)
 
-    def staged_keys(self) -> dict[int, str | None]:
+    def staged_keys(self, pks: Iterable[int] | None = None) -> dict[int, str | None]:
         """Return {stage pk: key of its file now, or None if unreadable}, re-hashing only changed files."""
         state = self._state_in_sync()
         out: dict[int, str | None] = {}
         fresh: list[dict] = []
+        wanted = None if pks is None else set(pks)
         for name, rec in state.stage.items():
+            if wanted is not None and rec["pk"] not in wanted:
+                continue
             path = self._abs_uri(rec["uri"])
             try:
                 st = os.stat(path)
@@ -767,7 +770,7 @@ class NbStore:
     def get_cache_record_of_staged(self, pk_or_uri: int | str | os.PathLike[str]) -> NbCacheRecord | None:
         """Return the cache record matching the staged notebook as it is now, or None."""
         record = self.get_staged_record(pk_or_uri)
-        key = self.staged_keys().get(record.pk)
+        key = self.staged_keys([record.pk]).get(record.pk)
         state = self._state_in_sync()
         return self._cache_record(state, key) if key in state.cache else None
 
