@@ -23,6 +23,7 @@ from nbstore.errors import (
 from nbstore.hashing import notebook_key
 from nbstore.records import NbCacheRecord, NbStageRecord
 from nbstore.store.cache import NbStore, get_cache
+from nbstore.store.maintenance import GcReport, Problem, VerifyReport
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "CachingError",
     "ExecutionError",
     "ExecutorNotFoundError",
+    "GcReport",
     "NbArtifacts",
     "NbBundleIn",
     "NbBundleOut",
@@ -41,6 +43,7 @@ __all__ = [
     "NbValidityError",
     "NotebookNotFoundError",
     "NotebookReadError",
+    "Problem",
     "RecordNotFoundError",
     "RetrievalError",
     "StoreBusyError",
@@ -48,6 +51,7 @@ __all__ = [
     "StoreFormatError",
     "StoreNotFoundError",
     "StoreWriteError",
+    "VerifyReport",
     "__version__",
     "get_cache",
     "notebook_key",

@@ -32,6 +32,7 @@ from nbstore.layout import FORMAT, GITATTRIBUTES, GITIGNORE, Layout, stage_name
 from nbstore.records import NbCacheRecord, NbStageRecord, dump_json, format_time, now, parse_time
 from nbstore.store.fsio import append_bytes, atomic_write, translate_os_error
 from nbstore.store.locking import store_lock
+from nbstore.store.maintenance import DEFAULT_MIN_TEMP_AGE, GcReport, VerifyReport, gc, verify
 from nbstore.store.objects import has_object, put_object, read_object
 
 __all__ = ["DEFAULT_CACHE_LIMIT", "NbStore", "get_cache"]
@@ -348,6 +349,16 @@ class NbStore:
             live = len(state.cache) + len(state.stage) + len(state.touched) + len(state.hashes)
             if self._index_offset > 200 * (live + _COMPACT_SLACK):
                 self._write_index(self._state)
+
+    # ------------------------------------------------------------------ maintenance
+
+    def verify(self, *, repair: bool = False, min_temp_age: float = DEFAULT_MIN_TEMP_AGE) -> VerifyReport:
+        """Re-hash every object and check every record and the index; repair=True fixes what it safely can."""
+        return verify(self, repair=repair, min_temp_age=min_temp_age)
+
+    def gc(self, *, dry_run: bool = False, min_temp_age: float = DEFAULT_MIN_TEMP_AGE) -> GcReport:
+        """Remove objects no record refers to and temp files older than min_temp_age seconds."""
+        return gc(self, dry_run=dry_run, min_temp_age=min_temp_age)
 
     # ------------------------------------------------------------------ records
 

@@ -1,0 +1,441 @@
+"""Store maintenance: `verify` (check every byte, optionally repair) and `gc` (drop what nothing uses)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nbstore.errors import StoreNotFoundError, StoreWriteError
+from nbstore.indexfile import IndexState, parse_lines
+from nbstore.layout import FORMAT
+from nbstore.records import dump_json
+from nbstore.store.fsio import atomic_write, translate_os_error
+from nbstore.store.locking import store_lock
+
+if TYPE_CHECKING:
+    from nbstore.store.cache import NbStore
+
+__all__ = ["DEFAULT_MIN_TEMP_AGE", "GcReport", "Problem", "VerifyReport", "gc", "verify"]
+
+#: Temp files younger than this (seconds) may belong to a live writer, so they are left alone.
+DEFAULT_MIN_TEMP_AGE = 3600.0
+
+_OID = re.compile(rb"[0-9a-f]{64}")
+_OID_TEXT = re.compile(r"[0-9a-f]{64}")
+_HEX2 = re.compile(r"[0-9a-f]{2}")
+_HEX62 = re.compile(r"[0-9a-f]{62}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing verify found wrong: its kind, the path (relative to the store) and what is wrong."""
+
+    kind: str
+    path: str
+    detail: str
+    repaired: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What verify checked and every problem it found (and, with repair, fixed)."""
+
+    problems: tuple[Problem, ...]
+    objects_checked: int
+    records_checked: int
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem is left unrepaired."""
+        return all(p.repaired for p in self.problems)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What gc removed (paths relative to the store), the bytes it freed, and whether it was a dry run."""
+
+    removed: tuple[str, ...]
+    bytes_freed: int
+    dry_run: bool
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _rel(store: NbStore, path: Path) -> str:
+    return path.relative_to(store.path).as_posix()
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _object_files(store: NbStore) -> Iterator[tuple[Path, str | None]]:
+    """Yield every file under objects/ with its object id (None when the name is not an object's)."""
+    root = store.layout.objects
+    try:
+        fans = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for fan in fans:
+        if not fan.is_dir(follow_symlinks=False):
+            yield Path(fan.path), None
+            continue
+        for entry in sorted(os.scandir(fan.path), key=lambda e: e.name):
+            ok = _HEX2.fullmatch(fan.name) and _HEX62.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+            yield Path(entry.path), (fan.name + entry.name) if ok else None
+
+
+def _temp_files(store: NbStore) -> Iterator[tuple[Path, os.stat_result]]:
+    try:
+        entries = sorted(os.scandir(store.layout.tmp), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # its writer renamed it into place meanwhile
+        if not entry.is_dir(follow_symlinks=False):
+            yield Path(entry.path), st
+
+
+def _raw_index(store: NbStore) -> tuple[IndexState | None, int]:
+    """Replay the whole index file from scratch (None if there is none); return it and its bad line count."""
+    try:
+        data = store.layout.index.read_bytes()
+    except FileNotFoundError:
+        return None, 0
+    entries, bad = parse_lines(data)
+    state = IndexState()
+    for entry in entries:
+        state.apply(entry)
+    return state, bad
+
+
+def _config_problem(store: NbStore) -> str | None:
+    """Return what is wrong with nbstore.json (None if sound); raise StoreFormatError for a newer format."""
+    try:
+        raw = store.layout.config.read_bytes()
+    except FileNotFoundError:
+        return "nbstore.json is missing"
+    except OSError as exc:
+        return f"nbstore.json cannot be read: {exc.strerror}"
+    try:
+        config = json.loads(raw)
+        fmt = config["format"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"nbstore.json is damaged ({type(exc).__name__}: {exc})"
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        return f"nbstore.json names an invalid format {fmt!r}"
+    if fmt > FORMAT:
+        store._read_config()  # raises StoreFormatError naming both versions
+    limit = config.get("cache_limit", 1)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        return f"nbstore.json has an invalid cache_limit {limit!r}"
+    return None
+
+
+def _check_exists(store: NbStore) -> None:
+    lay = store.layout
+    if not store.path.is_dir():
+        raise StoreNotFoundError(f"no nbstore store at {store.path}")
+    if not lay.config.exists() and not (lay.objects.is_dir() or lay.cache.is_dir()):
+        raise StoreNotFoundError(f"no nbstore store at {store.path} (no nbstore.json)")
+
+
+@contextmanager
+def _locked(store: NbStore, *, required: bool) -> Iterator[bool]:
+    """Hold the store lock; when not required, carry on without it on a store that cannot be written."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(store_lock(store.layout.lock))
+            locked = True
+        except StoreWriteError:
+            if required:
+                raise
+            locked = False
+        yield locked
+
+
+class _Quarantine:
+    """Moves damaged files aside (never deletes them) under quarantine/<time of this repair>/."""
+
+    def __init__(self, store: NbStore) -> None:
+        self.store = store
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        self.root = store.layout.quarantine / f"{stamp}-{os.getpid()}"
+
+    def move(self, path: Path) -> bool:
+        target = self.root / _rel(self.store, path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        except OSError:
+            return False
+        return True
+
+
+def _record_refs(rec: dict) -> list[tuple[str, str]]:
+    """Return (what, object id) for every object a cache sidecar refers to."""
+    refs = [("notebook", rec.get("notebook"))]
+    refs += [(f"artifact {name!r}", oid) for name, oid in sorted((rec.get("artifacts") or {}).items())]
+    return refs
+
+
+def _record_damage(store: NbStore, rec: dict, present: set[str], corrupt: dict[str, str]) -> str | None:
+    """Return why a cache record cannot be served (None if all its objects are there and sound)."""
+    for what, oid in _record_refs(rec):
+        if not isinstance(oid, str) or not _OID_TEXT.fullmatch(oid):
+            return f"its {what} reference {oid!r} is not an object id"
+        if oid in corrupt:
+            return f"its {what} object {oid} is corrupt"
+        if oid not in present:
+            return f"its {what} object {oid} is missing"
+    try:
+        nb = json.loads(store.layout.object_path(rec["notebook"]).read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"its notebook object {rec['notebook']} is not a readable notebook ({exc})"
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        return f"its notebook object {rec['notebook']} is not a notebook"
+    return None
+
+
+def _sidecar_path(store: NbStore, kind: str, name: str) -> Path:
+    return store.layout.cache_sidecar(name) if kind == "cache" else store.layout.stage_sidecar(name)
+
+
+# ---------------------------------------------------------------------- verify
+
+
+def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAULT_MIN_TEMP_AGE) -> VerifyReport:
+    """Check every object, record and the index of a store; with repair=True fix what can be fixed safely."""
+    _check_exists(store)
+    problems: list[Problem] = []
+    config_issue = _config_problem(store)
+    with _locked(store, required=repair):
+        quarantine = _Quarantine(store)
+        if config_issue is not None:
+            fixed = False
+            if repair:
+                if store.layout.config.exists():
+                    quarantine.move(store.layout.config)
+                atomic_write(
+                    store.layout.config,
+                    dump_json({"format": FORMAT, "cache_limit": 1000}),
+                    tmpdir=store.layout.tmp,
+                )
+                fixed = True
+            detail = config_issue + ("; rewritten with default settings" if fixed else "")
+            problems.append(Problem("config", "nbstore.json", detail, fixed))
+
+        # Objects: every byte re-hashed.
+        present: set[str] = set()
+        corrupt: dict[str, str] = {}
+        strays: list[Path] = []
+        objects_checked = 0
+        for path, oid in _object_files(store):
+            if oid is None:
+                strays.append(path)
+                continue
+            objects_checked += 1
+            try:
+                actual = _hash_file(path)
+            except OSError as exc:
+                actual = f"unreadable ({exc.strerror})"
+            if actual != oid:
+                corrupt[oid] = actual
+            else:
+                present.add(oid)
+
+        # Records: what the sidecars say, against the objects and the index.
+        raw, bad_lines = _raw_index(store)
+        scanned, unreadable = store._scan_sidecars(raw or IndexState())
+        records_checked = len(scanned.cache) + len(scanned.stage) + len(unreadable)
+        damaged: dict[str, str] = {}
+        for name in sorted(scanned.cache):
+            why = _record_damage(store, scanned.cache[name], present, corrupt)
+            if why is not None:
+                damaged[name] = why
+
+        # An unreadable sidecar whose last good copy the index still holds can be written back.
+        restorable: dict[Path, tuple[str, str, dict]] = {}
+        for path, _reason in unreadable:
+            kind = path.parent.name
+            name = path.name[:-5]
+            table = (raw.cache if kind == "cache" else raw.stage) if raw is not None else {}
+            rec = table.get(name)
+            if rec is None:
+                continue
+            try:
+                store._check_sidecar(kind, rec, name)
+            except (ValueError, KeyError, TypeError):
+                continue
+            if kind == "cache" and _record_damage(store, rec, present, corrupt) is not None:
+                continue
+            restorable[path] = (kind, name, rec)
+
+        for oid, actual in sorted(corrupt.items()):
+            path = store.layout.object_path(oid)
+            fixed = repair and quarantine.move(path)
+            detail = f"bytes hash to {actual}, not to the object's name" + ("; moved to quarantine" if fixed else "")
+            problems.append(Problem("corrupt-object", _rel(store, path), detail, fixed))
+        for path in strays:
+            fixed = repair and quarantine.move(path)
+            detail = "not an object (unexpected name or type)" + ("; moved to quarantine" if fixed else "")
+            problems.append(Problem("stray-file", _rel(store, path), detail, fixed))
+
+        for path, reason in unreadable:
+            fixed = False
+            if path in restorable:
+                kind, name, rec = restorable[path]
+                if repair and quarantine.move(path):
+                    atomic_write(path, dump_json(rec), tmpdir=store.layout.tmp)
+                    fixed = True
+                detail = f"{reason}; the index holds its last good copy" + (", written back" if fixed else "")
+            else:
+                fixed = repair and quarantine.move(path)
+                detail = reason + ("; moved to quarantine" if fixed else "")
+            problems.append(Problem("unreadable-record", _rel(store, path), detail, fixed))
+
+        for name, why in damaged.items():
+            rec = scanned.cache[name]
+            path = store.layout.cache_sidecar(name)
+            fixed = repair and quarantine.move(path)
+            detail = f"cache record pk {rec['pk']} ({rec.get('uri') or 'no uri'}): {why}" + (
+                "; record moved to quarantine" if fixed else ""
+            )
+            problems.append(Problem("damaged-record", _rel(store, path), detail, fixed))
+
+        # pk clashes, as the index rebuild resolves them (earliest created keeps its pk).
+        after = copy.deepcopy(scanned)
+        for name in damaged:
+            after.cache.pop(name, None)
+        for kind, name, rec in restorable.values():
+            (after.cache if kind == "cache" else after.stage)[name] = rec
+        clashes = store._resolve_collisions(after)
+
+        # Index: torn or garbled lines, or a table that disagrees with the sidecars while claiming to agree.
+        index_issues: list[str] = []
+        if raw is not None:
+            if bad_lines:
+                index_issues.append(f"{bad_lines} torn or garbled line(s)")
+            if raw.header is None:
+                index_issues.append("no header line")
+            elif raw.header.get("format") != FORMAT:
+                index_issues.append(f"header names format {raw.header.get('format')!r}")
+            if raw.fingerprint == store._fingerprint() and not bad_lines:
+                for kind in ("cache", "stage"):
+                    have, want = getattr(raw, kind), getattr(scanned, kind)
+                    broken = {p.name[:-5] for p, _ in unreadable if p.parent.name == kind}
+                    for name in sorted((set(have) | set(want)) - broken):
+                        if have.get(name) != want.get(name):
+                            where = "only in the index" if name not in want else "differs from its sidecar"
+                            if name not in have:
+                                where = "missing from the index"
+                            index_issues.append(f"{kind} record {name} {where}")
+
+        for path, st in _temp_files(store):
+            age = time.time() - st.st_mtime
+            if age < min_temp_age:
+                continue
+            fixed = False
+            if repair:
+                try:
+                    os.unlink(path)
+                    fixed = True
+                except FileNotFoundError:
+                    fixed = True
+                except OSError:
+                    fixed = False
+            detail = f"temp file left by an interrupted write ({age:.0f} s old)" + ("; removed" if fixed else "")
+            problems.append(Problem("stale-temp", _rel(store, path), detail, fixed))
+
+        rebuilt = False
+        if repair:
+            store.rebuild_index()
+            rebuilt = True
+        for relname, old_pk, new_pk in clashes:
+            kind, fname = relname.split("/")
+            if rebuilt:
+                # Report the pk the rebuild actually gave (it also counts the index's high-water mark).
+                table = store._read_index().cache if kind == "cache" else store._read_index().stage
+                new_pk = table.get(fname[:-5], {}).get("pk", new_pk)
+            detail = f"{kind} pk {old_pk} is used by an earlier record too" + (
+                f"; renumbered to {new_pk}" if rebuilt else f"; repair renumbers it to {new_pk}"
+            )
+            problems.append(Problem("duplicate-pk", relname, detail, rebuilt))
+        for issue in index_issues:
+            detail = issue + ("; index rebuilt from the sidecars" if rebuilt else "")
+            problems.append(Problem("index", _rel(store, store.layout.index), detail, rebuilt))
+    return VerifyReport(tuple(problems), objects_checked, records_checked)
+
+
+# ---------------------------------------------------------------------- gc
+
+
+def _referenced(store: NbStore) -> set[str]:
+    """Every object id any record file mentions: sidecars, quarantined files, and the index's copies."""
+    refs: set[str] = set()
+    for folder in (store.layout.cache, store.layout.quarantine):
+        for dirpath, _dirs, files in os.walk(folder):
+            for fname in files:
+                try:
+                    refs.update(m.decode() for m in _OID.findall(Path(dirpath, fname).read_bytes()))
+                except OSError as exc:
+                    # An unreadable record might name any object: refuse rather than guess.
+                    raise translate_os_error(exc, "read", Path(dirpath, fname)) from exc
+    raw, _bad = _raw_index(store)
+    if raw is not None:
+        for rec in raw.cache.values():
+            refs.update(oid for _what, oid in _record_refs(rec) if isinstance(oid, str))
+    return refs
+
+
+def gc(store: NbStore, *, dry_run: bool = False, min_temp_age: float = DEFAULT_MIN_TEMP_AGE) -> GcReport:
+    """Remove objects no record refers to and temp files older than min_temp_age; report what was freed."""
+    _check_exists(store)
+    store._read_config()  # never delete from a store whose format is unknown or whose settings are damaged
+    removed: list[str] = []
+    freed = 0
+    with _locked(store, required=not dry_run) as locked:
+        if locked:
+            store._sync_locked()
+        live = _referenced(store)
+        doomed: list[tuple[Path, int]] = []
+        for path, oid in _object_files(store):
+            if oid is None or oid in live:
+                continue
+            try:
+                doomed.append((path, path.stat().st_size))
+            except FileNotFoundError:
+                continue
+        now = time.time()
+        for path, st in _temp_files(store):
+            if now - st.st_mtime >= min_temp_age:
+                doomed.append((path, st.st_size))
+        for path, size in doomed:
+            if not dry_run:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise translate_os_error(exc, "remove", path) from exc
+            removed.append(_rel(store, path))
+            freed += size
+    return GcReport(tuple(sorted(removed)), freed, dry_run)
