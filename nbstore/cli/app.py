@@ -1,0 +1,805 @@
+"""The commands of `nbstore`: each one a thin layer over NbStore (tables for people, --json for scripts)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from nbstore import __version__
+from nbstore.cli import render
+from nbstore.errors import (
+    CachingError,
+    ExecutorNotFoundError,
+    NbStoreError,
+    NbValidityError,
+    NotebookNotFoundError,
+    NotebookReadError,
+    RecordNotFoundError,
+)
+from nbstore.records import NbCacheRecord
+from nbstore.store.cache import NbStore
+
+__all__ = ["CommandError", "app"]
+
+#: The executor `nbstore execute` uses unless --executor names another.
+DEFAULT_EXECUTOR = "local-parallel"
+
+
+class CommandError(Exception):
+    """A command failed: its message is printed as one 'Error:' line and the process exits with code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message, code)
+        self.message = message
+        self.code = code
+
+
+class _Run:
+    """Per-invocation settings the error handler needs after the context is gone."""
+
+    verbose = False
+
+
+def _message(exc: BaseException) -> str:
+    # KeyError-derived errors quote their str(); the first argument is the readable message.
+    if isinstance(exc, NbStoreError) and exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _report(exc: BaseException) -> int:
+    """Print one error line for exc (with the traceback under --verbose) and return the exit status."""
+    if _Run.verbose and not isinstance(exc, (typer.TyperException, typer.Abort, CommandError)):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        # Typer has already printed the help; a missing subcommand is still a wrong invocation.
+        return 2
+    if isinstance(exc, typer.TyperException):
+        message = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        code = getattr(exc, "exit_code", 1)
+        if code == 2 and ctx is not None:
+            message = f"{message} (see '{ctx.command_path} --help')"
+        render.print_error(message)
+        return code
+    if isinstance(exc, typer.Abort):
+        render.print_error("aborted: nothing was changed")
+        return 1
+    if isinstance(exc, CommandError):
+        render.print_error(exc.message)
+        return exc.code
+    if isinstance(exc, ExecutorNotFoundError):
+        render.print_error(_message(exc))
+        return 2
+    if isinstance(exc, (NbStoreError, OSError)):
+        render.print_error(_message(exc))
+        return 1
+    hint = "" if _Run.verbose else " (run with --verbose for the traceback)"
+    render.print_error(f"unexpected {type(exc).__name__}: {exc}{hint}")
+    return 1
+
+
+class _LogHandler(logging.Handler):
+    """Send the store's log messages to stderr as plain lines (stdout stays clean for results)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        label = record.levelname.capitalize()
+        style = "yellow" if record.levelno >= logging.WARNING else "dim"
+        render.print_note(f"{label}: {record.getMessage()}", style=style)
+
+
+class NbstoreGroup(TyperGroup):
+    """The root command: turns every failure into one 'Error:' line and an exit status (1 work, 2 usage)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        _Run.verbose = False
+        logger = logging.getLogger("nbstore")
+        handler, old_level, old_propagate = _LogHandler(), logger.level, logger.propagate
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        except Exception as exc:
+            code = _report(exc)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+            logger.propagate = old_propagate
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=NbstoreGroup,
+    name="nbstore",
+    help="Keep executed Jupyter notebooks so that unchanged notebooks never run again.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+cache_app = typer.Typer(help="Executed notebooks kept in the store.", no_args_is_help=True)
+stage_app = typer.Typer(help="Notebooks staged for execution.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+app.add_typer(stage_app, name="stage")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"nbstore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    cache: Annotated[
+        Path,
+        typer.Option(
+            "--cache",
+            "-c",
+            envvar="NBSTORE_CACHE",
+            show_envvar=True,
+            metavar="PATH",
+            help="The store folder (created on the first write).",
+        ),
+    ] = Path(".nbstore"),
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the store's log and the traceback of an error.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Keep executed Jupyter notebooks so that unchanged notebooks never run again."""
+    _Run.verbose = verbose
+    if verbose:
+        logging.getLogger("nbstore").setLevel(logging.DEBUG)
+    ctx.obj = cache
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _store(ctx: typer.Context, *, existing: bool) -> NbStore:
+    """Return the store; a read-only command (existing=True) fails if there is none, creating nothing."""
+    path = ctx.find_root().obj
+    store = NbStore(path)
+    if existing and not store.exists():
+        raise CommandError(
+            f"there is no store at {render.display_path(store.path)} "
+            "(`nbstore stage add` or `nbstore cache add` creates one; --cache or NBSTORE_CACHE chooses another)"
+        )
+    return store
+
+
+def _stage_ref(text: str) -> int | str:
+    """Return a stage reference: an integer ID, or a path (a number that names an existing file is a path)."""
+    if text.isdigit() and not Path(text).exists():
+        pk = int(text)
+        if pk < 1:
+            raise typer.BadParameter(f"{text!r} is not a valid ID (IDs start at 1)")
+        return pk
+    return text
+
+
+def _not_staged(ref: int | str) -> CommandError:
+    if isinstance(ref, int):
+        return CommandError(f"no staged notebook has ID {ref} (see `nbstore stage list`)")
+    return CommandError(f"{ref} is not staged (stage it with `nbstore stage add {ref}`)")
+
+
+def _prefixed(path: Path, exc: NbStoreError) -> str:
+    message = _message(exc)
+    return message if str(path) in message else f"{path}: {message}"
+
+
+def _cache_rows(store: NbStore) -> tuple[list, dict[int, str | None], dict[str, NbCacheRecord]]:
+    """Return the stage records, the current key of each, and the cache records by key (no kernel, no nbformat)."""
+    records = store.list_staged_records()
+    keys = store.staged_keys()
+    by_key = {r.hashkey: r for r in store.list_cache_records()}
+    return records, keys, by_key
+
+
+def _staged_status(record: Any, key: str | None, match: NbCacheRecord | None) -> str:
+    if key is None:
+        return "missing file" if not os.path.exists(record.uri) else "unreadable"
+    if match is not None:
+        return "up to date"
+    return "failed" if record.traceback else "outdated"
+
+
+def _abs(paths: Sequence[Path]) -> list[Path]:
+    # Paths typed on the command line are relative to the current folder, not to the notebook's.
+    return [p.absolute() for p in paths]
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+@cache_app.command("add")
+def cache_add(
+    ctx: typer.Context,
+    notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Executed notebook files.")],
+    artifact: Annotated[
+        list[Path],
+        typer.Option("--artifact", "-a", metavar="PATH", help="A file the run wrote, inside the notebook's folder."),
+    ] = [],  # noqa: B006 - Typer reads the default, never mutates it
+    no_validate: Annotated[
+        bool, typer.Option("--no-validate", help="Cache even if execution counts are not 1, 2, 3...")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a cached notebook with the same key.")
+    ] = False,
+) -> None:
+    """Add executed notebooks to the cache."""
+    store = _store(ctx, existing=False)
+    failed = 0
+    for nb in notebooks:
+        try:
+            record = store.cache_notebook_file(
+                nb,
+                uri=str(nb.absolute()),
+                artifacts=_abs(artifact),
+                check_validity=not no_validate,
+                overwrite=overwrite,
+            )
+        except NbValidityError as exc:
+            failed += 1
+            render.print_error(f"{_prefixed(nb, exc)} (--no-validate caches it anyway)")
+        except CachingError as exc:
+            failed += 1
+            if "already exists" in _message(exc):
+                pk = store.match_cache_file(nb).pk
+                render.print_error(f"{nb}: already cached as ID {pk} (--overwrite replaces it)")
+            else:
+                render.print_error(_prefixed(nb, exc))
+        except (NotebookNotFoundError, NotebookReadError) as exc:
+            failed += 1
+            render.print_error(_prefixed(nb, exc))
+        else:
+            extra = f" with {len(record.artifacts)} artifact(s)" if record.artifacts else ""
+            render.print_note(f"Cached {nb} as ID {record.pk}{extra}", stderr=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@cache_app.command("list")
+def cache_list(
+    ctx: typer.Context,
+    latest_only: Annotated[bool, typer.Option("--latest-only", help="Only the newest record of each origin.")] = False,
+    hashkeys: Annotated[bool, typer.Option("--hashkeys", help="Show each record's key.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List the cached notebooks."""
+    records = _store(ctx, existing=True).list_cache_records()
+    if latest_only:
+        newest: dict[str, NbCacheRecord] = {}
+        for r in records:
+            if r.uri not in newest or (r.created, r.pk) > (newest[r.uri].created, newest[r.uri].pk):
+                newest[r.uri] = r
+        records = sorted(newest.values(), key=lambda r: r.pk)
+    if as_json:
+        render.print_json([render.cache_record_json(r) for r in records])
+    elif not records:
+        render.print_note("The cache is empty.")
+    else:
+        render.show(render.cache_table(records, hashkeys=hashkeys))
+
+
+CacheId = Annotated[int, typer.Argument(metavar="ID", min=1, help="A cache ID (see `nbstore cache list`).")]
+
+
+def _cache_record(store: NbStore, pk: int) -> NbCacheRecord:
+    try:
+        return store.get_cache_record(pk)
+    except RecordNotFoundError:
+        raise CommandError(f"no cached notebook has ID {pk} (see `nbstore cache list`)") from None
+
+
+@cache_app.command("show")
+def cache_show(ctx: typer.Context, pk: CacheId, as_json: JsonOption = False) -> None:
+    """Show one cache record."""
+    record = _cache_record(_store(ctx, existing=True), pk)
+    if as_json:
+        render.print_json(render.cache_record_json(record))
+        return
+    import json
+
+    pairs = [
+        ("ID", record.pk),
+        ("Origin", render.display_path(record.uri)),
+        ("Hashkey", record.hashkey),
+        ("Key rule", record.key_rule),
+        ("Created", render.local_time(record.created)),
+        ("Accessed", render.local_time(record.accessed)),
+        ("Description", record.description),
+        ("Data", json.dumps(record.data, ensure_ascii=False) if record.data else ""),
+        ("Notebook object", record.notebook),
+        ("Artifacts", "\n".join(sorted(record.artifacts)) or "none"),
+    ]
+    render.show(render.detail_table(pairs))
+
+
+@cache_app.command("remove")
+def cache_remove(
+    ctx: typer.Context,
+    pks: Annotated[list[int] | None, typer.Argument(metavar="[ID]...", min=1, help="Cache IDs to remove.")] = None,
+    remove_all: Annotated[bool, typer.Option("--all", help="Remove every cached notebook.")] = False,
+) -> None:
+    """Remove cached notebooks (and the objects only they use)."""
+    if bool(pks) == remove_all:
+        raise typer.BadParameter("give cache IDs or --all (not both)")
+    store = _store(ctx, existing=True)
+    if remove_all:
+        pks = [r.pk for r in store.list_cache_records()]
+    failed = 0
+    for pk in pks or []:
+        try:
+            store.remove_cache(pk)
+        except RecordNotFoundError:
+            failed += 1
+            render.print_error(f"no cached notebook has ID {pk}")
+        else:
+            render.print_note(f"Removed cache ID {pk}", stderr=False)
+    if remove_all and not pks:
+        render.print_note("The cache is already empty.")
+    if failed:
+        raise typer.Exit(1)
+
+
+@cache_app.command("diff")
+def cache_diff(
+    ctx: typer.Context,
+    pk: CacheId,
+    notebook: Annotated[Path, typer.Argument(metavar="NB", help="A notebook file to compare with the record.")],
+) -> None:
+    """Show how a notebook differs from a cached one (nbdime's diff)."""
+    store = _store(ctx, existing=True)
+    _cache_record(store, pk)
+    if not store.diff_nbfile_with_cache(pk, notebook):
+        render.print_note(f"{notebook} does not differ from cache ID {pk}")
+        return
+    color = render.console().is_terminal and not os.environ.get("NO_COLOR")
+    text = store.diff_nbfile_with_cache(pk, notebook, as_str=True, use_color=color)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@cache_app.command("cat-artifact")
+def cache_cat_artifact(
+    ctx: typer.Context,
+    pk: CacheId,
+    artifact: Annotated[str, typer.Argument(metavar="PATH", help="The artifact's path relative to the notebook.")],
+) -> None:
+    """Write one artifact of a cached notebook to stdout."""
+    store = _store(ctx, existing=True)
+    record = _cache_record(store, pk)
+    name = Path(artifact).as_posix()
+    if name not in record.artifacts:
+        have = ", ".join(sorted(record.artifacts)) or "none"
+        raise CommandError(f"cache ID {pk} has no artifact {name} (it has: {have})")
+    data = store.get_cache_bundle(pk).artifacts.read(name)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+@cache_app.command("limit")
+def cache_limit(
+    ctx: typer.Context,
+    size: Annotated[
+        int | None, typer.Argument(metavar="[N]", min=1, help="The new limit (omit it to print the current one).")
+    ] = None,
+) -> None:
+    """Print or set how many notebooks the cache keeps (the least recently used go first)."""
+    if size is None:
+        typer.echo(_store(ctx, existing=True).get_cache_limit())
+        return
+    store = _store(ctx, existing=False)
+    before = len(store.list_cache_records()) if store.exists() else 0
+    store.change_cache_limit(size)
+    evicted = before - len(store.list_cache_records())
+    tail = f"; evicted {evicted} least recently used" if evicted else ""
+    render.print_note(f"Cache limit set to {size}{tail}", stderr=False)
+
+
+# ---------------------------------------------------------------------------- stage
+
+
+@stage_app.command("add")
+def stage_add(
+    ctx: typer.Context,
+    notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Notebook files to stage.")],
+    asset: Annotated[
+        list[Path],
+        typer.Option("--asset", metavar="PATH", help="A file the notebook reads, inside its folder (repeatable)."),
+    ] = [],  # noqa: B006 - Typer reads the default, never mutates it
+) -> None:
+    """Stage notebooks for execution (staging one again updates its assets)."""
+    store = _store(ctx, existing=False)
+    failed = 0
+    for nb in notebooks:
+        try:
+            record = store.stage_notebook_file(nb, assets=_abs(asset))
+        except (NotebookNotFoundError, NotebookReadError, CachingError) as exc:
+            failed += 1
+            render.print_error(_prefixed(nb, exc))
+        else:
+            render.print_note(f"Staged {nb} as ID {record.pk}", stderr=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _stage_rows(store: NbStore) -> list[dict]:
+    records, keys, by_key = _cache_rows(store)
+    rows = []
+    for r in records:
+        key = keys.get(r.pk)
+        match = by_key.get(key) if key else None
+        rows.append(
+            {
+                "pk": r.pk,
+                "uri": r.uri,
+                "created": render.iso_time(r.created),
+                "assets": list(r.assets),
+                "cache_pk": match.pk if match else None,
+                "failed": bool(r.traceback),
+            }
+        )
+    return rows
+
+
+@stage_app.command("list")
+def stage_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List the staged notebooks with their cache ID and whether their last run failed."""
+    rows = _stage_rows(_store(ctx, existing=True))
+    if as_json:
+        render.print_json(rows)
+    elif not rows:
+        render.print_note("Nothing is staged.")
+    else:
+        render.show(render.stage_table(rows))
+
+
+StageRef = Annotated[str, typer.Argument(metavar="ID|PATH", help="A stage ID or the notebook's path.")]
+
+
+@stage_app.command("show")
+def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False) -> None:
+    """Show one staged notebook (with the traceback of its last run when it failed)."""
+    store = _store(ctx, existing=True)
+    ref = _stage_ref(target)
+    try:
+        record = store.get_staged_record(ref)
+    except RecordNotFoundError:
+        raise _not_staged(ref) from None
+    key = store.staged_keys().get(record.pk)
+    match = None
+    if key is not None:
+        try:
+            match = store.match_cache_key(key)
+        except RecordNotFoundError:
+            match = None
+    status = _staged_status(record, key, match)
+    doc = dict(render.stage_record_json(record), hashkey=key, status=status, cache_pk=match.pk if match else None)
+    if as_json:
+        render.print_json(doc)
+        return
+    pairs = [
+        ("ID", record.pk),
+        ("Notebook", render.display_path(record.uri)),
+        ("Status", render.status_text(status)),
+        ("Cache ID", match.pk if match else ""),
+        ("Hashkey", key or ""),
+        ("Staged", render.local_time(record.created)),
+        ("Assets", "\n".join(render.display_path(a) for a in record.assets) or "none"),
+    ]
+    render.show(render.detail_table(pairs))
+    if record.traceback:
+        render.print_note("\nTraceback of the last run:", style="bold red", stderr=False)
+        render.console().print(render.traceback_text(record.traceback), soft_wrap=True)
+
+
+@stage_app.command("remove")
+def stage_remove(
+    ctx: typer.Context,
+    targets: Annotated[list[str] | None, typer.Argument(metavar="[ID|PATH]...", help="Stage IDs or paths.")] = None,
+    remove_all: Annotated[bool, typer.Option("--all", help="Unstage every notebook.")] = False,
+) -> None:
+    """Unstage notebooks (their cached results stay in the cache)."""
+    if bool(targets) == remove_all:
+        raise typer.BadParameter("give stage IDs or paths, or --all (not both)")
+    refs = [_stage_ref(t) for t in targets or []]
+    store = _store(ctx, existing=True)
+    if remove_all:
+        refs = [r.pk for r in store.list_staged_records()]
+        if not refs:
+            render.print_note("Nothing is staged.")
+    failed = 0
+    for ref in refs:
+        try:
+            store.discard_staged_notebook(ref)
+        except RecordNotFoundError:
+            failed += 1
+            render.print_error(_not_staged(ref).message)
+        else:
+            render.print_note(f"Unstaged {ref if isinstance(ref, str) else f'ID {ref}'}", stderr=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- status, match, merge
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show every staged notebook: up to date, outdated, failed or missing, with its cache ID and last run."""
+    records, keys, by_key = _cache_rows(_store(ctx, existing=True))
+    rows = []
+    for r in records:
+        key = keys.get(r.pk)
+        match = by_key.get(key) if key else None
+        seconds = match.data.get("execution_seconds") if match else None
+        rows.append(
+            {
+                "pk": r.pk,
+                "uri": r.uri,
+                "status": _staged_status(r, key, match),
+                "cache_pk": match.pk if match else None,
+                "last_run": render.iso_time(match.created) if match else None,
+                "seconds": seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None,
+            }
+        )
+    if as_json:
+        render.print_json(rows)
+        return
+    if not rows:
+        render.print_note("Nothing is staged (`nbstore stage add NB...` stages notebooks).")
+        return
+    render.show(render.status_table(rows))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    order = ("up to date", "outdated", "failed", "missing file", "unreadable")
+    render.print_note(", ".join(f"{counts[s]} {s}" for s in order if s in counts), stderr=False)
+
+
+@app.command()
+def match(
+    ctx: typer.Context,
+    notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Notebook files.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Print the cache ID matching each notebook (exit status 1 if any has none)."""
+    store = _store(ctx, existing=True)
+    found: dict[str, int | None] = {}
+    for nb in notebooks:
+        try:
+            found[str(nb)] = store.match_cache_file(nb).pk
+        except RecordNotFoundError:
+            found[str(nb)] = None
+            render.print_error(f"{nb}: no cached notebook matches it")
+        except (NotebookNotFoundError, NotebookReadError) as exc:
+            found[str(nb)] = None
+            render.print_error(_prefixed(nb, exc))
+        else:
+            if not as_json:
+                typer.echo(f"{found[str(nb)]}\t{nb}")
+    if as_json:
+        render.print_json(found)
+    if None in found.values():
+        raise typer.Exit(1)
+
+
+@app.command()
+def merge(
+    ctx: typer.Context,
+    notebook: Annotated[Path, typer.Argument(metavar="NB", help="The notebook file.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="OUT", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write the notebook with the outputs of its cached match merged in."""
+    store = _store(ctx, existing=True)
+    try:
+        pk, merged = store.merge_match_into_file(notebook)
+    except RecordNotFoundError:
+        raise CommandError(f"{notebook}: no cached notebook matches it (run `nbstore execute` first)") from None
+    except ValueError as exc:
+        raise CommandError(_prefixed(notebook, exc) if isinstance(exc, NbStoreError) else f"{notebook}: {exc}") from exc
+    import nbformat  # merge is not on the fast path; nbformat lays the file out as Jupyter does
+
+    text = nbformat.writes(merged) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror}") from exc
+    render.print_note(f"Wrote {output} (outputs of cache ID {pk})")
+
+
+# ---------------------------------------------------------------------------- execute
+
+
+@app.command()
+def execute(
+    ctx: typer.Context,
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[ID|PATH]...", help="Staged notebooks to consider (default: every staged one)."),
+    ] = None,
+    executor: Annotated[str, typer.Option("--executor", "-e", help="How to run them (see the README).")] = (
+        DEFAULT_EXECUTOR
+    ),
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Kernels at once (parallel executors).")
+    ] = None,
+    timeout: Annotated[int, typer.Option("--timeout", "-t", help="Seconds a cell may run (-1: no limit).")] = 30,
+    allow_errors: Annotated[
+        bool, typer.Option("--allow-errors", help="Cache notebooks even if a cell raises.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run notebooks even if they are up to date.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the staged notebooks that are outdated and cache the results."""
+    from nbstore.executors import list_executors, load_executor
+
+    names = list(list_executors())
+    if executor not in names:
+        raise CommandError(f"unknown executor {executor!r} (available: {', '.join(sorted(names))})", code=2)
+    refs = [_stage_ref(t) for t in targets or []]
+    store = _store(ctx, existing=True)
+    pks = None
+    if refs:
+        pks = []
+        for ref in refs:
+            try:
+                pks.append(store.get_staged_record(ref).pk)
+            except RecordNotFoundError:
+                raise _not_staged(ref) from None
+    try:
+        runner = load_executor(executor, cache=store)
+    except ExecutorNotFoundError as exc:
+        raise CommandError(_message(exc), code=2) from exc
+    from nbstore.cli.progress import ExecutionProgress
+
+    with ExecutionProgress(render.console(stderr=True)) as progress:
+        result = runner.run_and_cache(
+            filter_pks=pks,
+            timeout=timeout,
+            allow_errors=allow_errors,
+            force=force,
+            workers=workers,
+            on_event=progress.on_event,
+        )
+    rows = [
+        {
+            "pk": o.pk,
+            "uri": o.uri,
+            "status": o.status,
+            "seconds": o.seconds,
+            "cache_pk": o.cache_pk,
+            "reason": o.reason or "",
+        }
+        for o in result.outcomes
+    ]
+    failed = bool(result["excepted"] or result["errored"])
+    if as_json:
+        render.print_json(
+            {
+                "succeeded": list(result["succeeded"]),
+                "excepted": list(result["excepted"]),
+                "errored": list(result["errored"]),
+                "outcomes": rows,
+            }
+        )
+    elif rows:
+        render.show(render.execute_table(rows))
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        render.print_note(", ".join(f"{n} {s}" for s, n in counts.items()), stderr=False)
+    else:
+        render.print_note("Nothing to run: every staged notebook is up to date (--force runs them anyway).")
+    if failed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- maintenance
+
+
+@app.command()
+def clear(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove every cached and staged notebook and reset the settings."""
+    store = _store(ctx, existing=True)
+    if not yes:
+        sys.stderr.write(f"Remove every cached and staged notebook in {render.display_path(store.path)}? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+        if not answer.endswith("\n") or not sys.stdin.isatty():
+            sys.stderr.write("\n")  # a terminal echoes the Enter key; a pipe or EOF does not
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CommandError("not confirmed: nothing was removed (--yes skips the question)")
+    store.clear_cache()
+    render.print_note(f"Cleared {render.display_path(store.path)}", stderr=False)
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed (quarantining bad files).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check every object and record against its hash (exit status 1 if the store is damaged)."""
+    store = _store(ctx, existing=True)
+    report = store.verify(repair=repair)
+    problems = [{"kind": p.kind, "path": p.path, "detail": p.detail, "repaired": p.repaired} for p in report.problems]
+    if as_json:
+        render.print_json(
+            {
+                "ok": report.ok,
+                "objects_checked": report.objects_checked,
+                "records_checked": report.records_checked,
+                "problems": problems,
+            }
+        )
+    else:
+        if problems:
+            render.show(render.problems_table(problems))
+        verdict = "OK" if report.ok else "DAMAGED"
+        render.print_note(
+            f"{verdict}: checked {report.objects_checked} objects and {report.records_checked} records; "
+            f"{len(problems)} problem(s), {sum(p['repaired'] for p in problems)} repaired",
+            style="green" if report.ok else "bold red",
+            stderr=False,
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove objects no record uses and stale temporary files."""
+    store = _store(ctx, existing=True)
+    report = store.gc(dry_run=dry_run)
+    if as_json:
+        render.print_json(
+            {"dry_run": report.dry_run, "removed": list(report.removed), "bytes_freed": report.bytes_freed}
+        )
+        return
+    verb = "Would remove" if report.dry_run else "Removed"
+    for path in report.removed:
+        typer.echo(f"{verb} {path}")
+    render.print_note(f"{verb} {len(report.removed)} file(s), {render.format_bytes(report.bytes_freed)}", stderr=False)

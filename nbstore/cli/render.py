@@ -1,0 +1,263 @@
+"""What the command line shows: Rich consoles and tables for people, plain dicts for --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from nbstore.records import NbCacheRecord, NbStageRecord
+
+__all__ = [
+    "STATUS_STYLES",
+    "cache_record_json",
+    "cache_table",
+    "console",
+    "detail_table",
+    "display_path",
+    "execute_table",
+    "format_bytes",
+    "format_seconds",
+    "iso_time",
+    "local_time",
+    "print_error",
+    "print_json",
+    "print_note",
+    "show",
+    "problems_table",
+    "stage_record_json",
+    "stage_table",
+    "status_text",
+    "status_table",
+    "traceback_text",
+]
+
+#: How each notebook state is coloured wherever it appears.
+STATUS_STYLES = {
+    "up to date": "green",
+    "succeeded": "green",
+    "outdated": "yellow",
+    "failed": "red",
+    "excepted": "red",
+    "errored": "red",
+    "missing file": "magenta",
+    "unreadable": "magenta",
+}
+
+
+def console(*, stderr: bool = False) -> Console:
+    """Return a console on stdout or stderr: colour only on a terminal, NO_COLOR honoured, no wrap when piped."""
+    con = Console(stderr=stderr, highlight=False)
+    # A table piped into grep or a CI log must not be wrapped at 80 columns.
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con.width = 1000
+    return con
+
+
+def show(renderable: Any) -> None:
+    """Print a table on stdout: as Rich draws it on a terminal, without trailing blanks when piped."""
+    con = console()
+    if con.is_terminal:
+        con.print(renderable)
+        return
+    with con.capture() as captured:
+        con.print(renderable)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stdout.flush()
+
+
+def print_json(doc: Any) -> None:
+    """Write one JSON document (and nothing else) to stdout."""
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_error(message: str) -> None:
+    """Print one red 'Error: ...' line on stderr (never wrapped)."""
+    console(stderr=True).print(Text.assemble(("Error: ", "bold red"), (message, "red")), soft_wrap=True)
+
+
+def print_note(message: str, *, style: str = "", stderr: bool = True) -> None:
+    """Print one plain line (stderr by default: stdout is for results)."""
+    console(stderr=stderr).print(Text(message, style=style), soft_wrap=True)
+
+
+def iso_time(value: datetime | None) -> str | None:
+    """Return a naive-UTC record time as ISO 8601 with a Z (what --json prints)."""
+    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
+
+
+def local_time(value: datetime | str | None) -> str:
+    """Return a naive-UTC record time (or its iso_time text) in the local time zone, to the second."""
+    if not value:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.removesuffix("Z"))
+    return value.replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_seconds(value: Any) -> str:
+    """Return seconds as '0.42 s' (empty for a missing value)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    return f"{value:.2f} s"
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """Return a path relative to the current folder when it lies inside it (shorter to read)."""
+    text = os.fspath(path)
+    if not text:
+        return ""
+    try:
+        return Path(text).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return text
+
+
+def cache_record_json(record: NbCacheRecord) -> dict:
+    """Return every field of a cache record as JSON-ready values."""
+    return {
+        "pk": record.pk,
+        "hashkey": record.hashkey,
+        "key_rule": record.key_rule,
+        "uri": record.uri,
+        "created": iso_time(record.created),
+        "accessed": iso_time(record.accessed),
+        "description": record.description,
+        "data": record.data,
+        "notebook": record.notebook,
+        "artifacts": dict(sorted(record.artifacts.items())),
+    }
+
+
+def stage_record_json(record: NbStageRecord) -> dict:
+    """Return every field of a stage record as JSON-ready values."""
+    return {
+        "pk": record.pk,
+        "uri": record.uri,
+        "created": iso_time(record.created),
+        "assets": list(record.assets),
+        "traceback": record.traceback,
+    }
+
+
+def _table(*columns: str, numeric: Sequence[str] = ()) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in columns:
+        table.add_column(name, justify="right" if name in numeric else "left", overflow="fold")
+    return table
+
+
+def _status(text: str) -> Text:
+    return Text(text, style=STATUS_STYLES.get(text, ""))
+
+
+def cache_table(records: Iterable[NbCacheRecord], *, hashkeys: bool = False) -> Table:
+    """Return the table of cache records: ID, Origin, Created, Accessed[, Hashkey], Artifacts, Data."""
+    records = list(records)
+    with_data = any(r.data for r in records)
+    columns = ["ID", "Origin", "Created", "Accessed"] + (["Hashkey"] if hashkeys else []) + ["Artifacts"]
+    table = _table(*columns, *(["Data"] if with_data else []), numeric=("ID", "Artifacts"))
+    for r in records:
+        row = [str(r.pk), display_path(r.uri), local_time(r.created), local_time(r.accessed)]
+        if hashkeys:
+            row.append(r.hashkey)
+        row.append(str(len(r.artifacts)))
+        if with_data:
+            row.append(json.dumps(r.data, ensure_ascii=False) if r.data else "")
+        table.add_row(*row)
+    return table
+
+
+def stage_table(rows: Iterable[dict]) -> Table:
+    """Return the table of staged notebooks (rows as stage list --json gives them)."""
+    table = _table("ID", "Notebook", "Staged", "Assets", "Cache ID", "Last run", numeric=("ID", "Assets", "Cache ID"))
+    for row in rows:
+        last = "failed" if row["failed"] else ""
+        table.add_row(
+            str(row["pk"]),
+            display_path(row["uri"]),
+            local_time(row["created"]),
+            str(len(row["assets"])),
+            "" if row["cache_pk"] is None else str(row["cache_pk"]),
+            _status(last),
+        )
+    return table
+
+
+def status_table(rows: Iterable[dict]) -> Table:
+    """Return the status table: every staged notebook with its state, cache ID and last run."""
+    table = _table("ID", "Notebook", "Status", "Cache ID", "Last run", "Took", numeric=("ID", "Cache ID", "Took"))
+    for row in rows:
+        table.add_row(
+            str(row["pk"]),
+            display_path(row["uri"]),
+            _status(row["status"]),
+            "" if row["cache_pk"] is None else str(row["cache_pk"]),
+            local_time(row["last_run"]),
+            format_seconds(row["seconds"]),
+        )
+    return table
+
+
+def execute_table(rows: Iterable[dict]) -> Table:
+    """Return the summary table of an execution: one row per notebook the executor considered."""
+    table = _table("ID", "Notebook", "Status", "Took", "Cache ID", "Reason", numeric=("ID", "Took", "Cache ID"))
+    for row in rows:
+        table.add_row(
+            str(row["pk"]),
+            display_path(row["uri"]),
+            _status(row["status"]),
+            format_seconds(row["seconds"]),
+            "" if row["cache_pk"] is None else str(row["cache_pk"]),
+            row["reason"],
+        )
+    return table
+
+
+def detail_table(pairs: Iterable[tuple[str, Any]]) -> Table:
+    """Return a two-column 'field  value' grid (what the show commands print)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for name, value in pairs:
+        grid.add_row(name, value if isinstance(value, Text) else Text(str(value)))
+    return grid
+
+
+def status_text(status: str) -> Text:
+    """Return a notebook state coloured as everywhere else."""
+    return _status(status)
+
+
+def traceback_text(text: str) -> Text:
+    """Return a recorded traceback (which may carry ANSI colours) as Rich text."""
+    return Text.from_ansi(text)
+
+
+def problems_table(problems: Iterable[dict]) -> Table:
+    """Return the table of problems `nbstore verify` found."""
+    table = _table("Kind", "Path", "Detail", "Repaired")
+    for p in problems:
+        repaired = Text("yes", style="green") if p["repaired"] else Text("no", style="red")
+        table.add_row(p["kind"], p["path"], p["detail"], repaired)
+    return table
+
+
+def format_bytes(size: int) -> str:
+    """Return a byte count for people (1023 B, 4.0 KiB, 2.5 MiB...)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
