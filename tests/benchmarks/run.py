@@ -1,0 +1,694 @@
+"""Side-by-side benchmark of nbstore and jupyter-cache 1.0.1 (issue 6).
+
+Run from the repository root with the project's interpreter:
+
+    .venv/bin/python tests/benchmarks/run.py [--quick] [--json FILE] [--only NAME ...]
+
+jupyter-cache is installed into a virtual environment of its own (default ~/.cache/nbstore-bench/jcache-venv,
+reused when present), never into the project's. Every timed step runs in a fresh process (worker.py, with the
+system's own interpreter); the systems take turns (A B A B ...), after a warm-up round, on the same seeded
+synthetic notebooks. Timings are medians with min-max over the repetitions; ratio = jupyter-cache / nbstore.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+import corpus  # noqa: E402  (this folder is not a package: the harness runs as a script)
+
+JCACHE_VERSION = "1.0.1"
+DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nbstore-bench" / "jcache-venv"
+SEED = 20240601
+SYSTEMS = ("nbstore", "jcache")
+# Same versions on both sides, so that differences come from the two systems alone.
+SHARED_PINS = ("nbformat", "nbclient", "jupyter_client", "ipykernel")
+
+
+@dataclass
+class Sizes:
+    """How much work each workload does (full run or --quick)."""
+
+    n_small: int = 1000
+    n_large: int = 50
+    n_probe: int = 200  # matches (hits and misses), bundles and merges per measurement
+    n_exec: int = 8
+    n_mem: int = 10_000
+    reps: int = 3
+    warmup: int = 1
+    sleep: bool = True
+    jcache_mem: bool = False
+
+
+FULL = Sizes()
+QUICK = Sizes(n_small=40, n_large=3, n_probe=20, n_exec=2, n_mem=200, reps=2, warmup=1, sleep=False)
+
+
+@dataclass
+class Row:
+    """One line of the result table: samples per side in the row's unit, and the target it is held to."""
+
+    key: str
+    label: str
+    unit: str
+    n: int | str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    target: str = ""
+    judge: Callable[[Row, dict[str, Row]], tuple[str, bool | None]] | None = None
+    note: str = ""
+
+    def median(self, side: str) -> float | None:
+        values = self.samples.get(side)
+        return statistics.median(values) if values else None
+
+    def ratio(self, num: str = "jcache", den: str = "nbstore") -> float | None:
+        a, b = self.median(num), self.median(den)
+        return a / b if a is not None and b else None
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Users' machines write bytecode caches; start-up times must include their benefit, as in real use.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    env.pop("VIRTUAL_ENV", None)
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def ensure_jcache_venv(venv: Path, log: Callable[[str], None]) -> Path:
+    """Create (once) a throwaway venv with jupyter-cache 1.0.1 and the project's kernel stack; return its python."""
+    python = venv / "bin" / "python"
+    pins = []
+    for name in SHARED_PINS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    wanted = " ".join([f"jupyter-cache=={JCACHE_VERSION}", *pins])
+    stamp = venv / "nbstore-bench.txt"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    log(f"installing {wanted} into {venv} (once)")
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *wanted.split()],
+        check=True,
+        env=_clean_env(),
+    )
+    stamp.write_text(wanted)
+    return python
+
+
+def du(path: Path) -> tuple[int, int]:
+    """Return (bytes of disk blocks used, apparent bytes) of a folder tree, as du and du --apparent-size count."""
+    blocks = apparent = 0
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for entry in [dirpath, *(os.path.join(dirpath, f) for f in filenames)]:
+            st = os.lstat(entry)
+            blocks += st.st_blocks * 512
+            apparent += st.st_size
+    return blocks, apparent
+
+
+class Harness:
+    """Prepares workloads, runs each on both systems in turn, collects rows."""
+
+    def __init__(self, sizes: Sizes, work: Path, jc_python: Path, *, verbose: bool = True) -> None:
+        self.sizes = sizes
+        self.work = work
+        self.python = {"nbstore": Path(sys.executable), "jcache": jc_python}
+        self.bin = {"nbstore": Path(sys.executable).parent, "jcache": jc_python.parent}
+        self.rows: dict[str, Row] = {}
+        self.fixtures: dict[str, Path] = {}
+        self.verbose = verbose
+        self._count = 0
+        self.env = _clean_env()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def log(self, text: str) -> None:
+        if self.verbose:
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    def row(self, key: str, label: str, unit: str, n: int | str = "", target: str = "", judge=None) -> Row:
+        if key not in self.rows:
+            self.rows[key] = Row(key, label, unit, n, target=target, judge=judge)
+        return self.rows[key]
+
+    def add(self, key: str, side: str, value: float) -> None:
+        self.rows[key].samples.setdefault(side, []).append(value)
+
+    def fresh(self, name: str) -> Path:
+        self._count += 1
+        path = self.work / f"{name}-{self._count}"
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    def worker(self, system: str, op: str, **args) -> dict:
+        """Run one worker step in a new process with the system's interpreter; return its result."""
+        self._count += 1
+        argfile = self.work / "args" / f"{self._count}-{system}-{op}.json"
+        argfile.parent.mkdir(exist_ok=True)
+        argfile.write_text(json.dumps({"system": system, "op": op, **args}))
+        python = self.python["nbstore" if op == "floor" else system]
+        proc = subprocess.run(
+            [str(python), str(HERE / "worker.py"), str(argfile)],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.work,
+        )
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("BENCH-RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"{system} {op} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        return json.loads(lines[-1][len("BENCH-RESULT ") :])
+
+    def command(self, argv: list[str]) -> tuple[float, float]:
+        """Run a command to completion; return (wall seconds, peak RSS in MB of it and its children)."""
+        with tempfile.TemporaryFile() as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=self.env, cwd=self.work)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                err.seek(0)
+                raise RuntimeError(f"{argv} failed (exit {proc.returncode}):\n{err.read().decode()[-3000:]}")
+        return wall, usage.ru_maxrss / 1024
+
+    def rounds(self) -> list[bool]:
+        """Return one flag per round: True for warm-up rounds (run but not recorded)."""
+        return [True] * self.sizes.warmup + [False] * self.sizes.reps
+
+    def check(self, cond: bool, what: str) -> None:
+        if not cond:
+            raise RuntimeError(f"benchmark sanity check failed: {what}")
+
+    # ------------------------------------------------------------------ corpus
+
+    def make_corpus(self) -> None:
+        """Write the seeded notebooks: small (cached, probed, missed), large, notebooks to execute."""
+        s = self.sizes
+        start = time.perf_counter()
+        base = self.work / "corpus"
+        self.small = corpus.write_set(
+            base / "small", [(f"s{i:05d}", corpus.make_small(SEED, i)) for i in range(s.n_small)]
+        )
+        extra = range(s.n_small, s.n_small + s.n_probe)
+        self.misses = corpus.write_set(base / "miss", [(f"m{i:05d}", corpus.make_small(SEED, i)) for i in extra])
+        self.large = corpus.write_set(
+            base / "large", [(f"l{i:03d}", corpus.make_large(SEED, i)) for i in range(s.n_large)]
+        )
+        self.exec_sets = {}
+        for kind in ("trivial", "sleep"):
+            nbs = [(f"{kind}{i}", corpus.make_exec_notebooks(kind, i)) for i in range(s.n_exec)]
+            self.exec_sets[kind] = corpus.write_set(base / f"exec-{kind}", nbs)
+        self.warm_exec = corpus.write_set(base / "exec-warm", [("warm", corpus.make_exec_notebooks("trivial", 99))])
+        self.log(f"corpus written in {time.perf_counter() - start:.1f} s")
+
+    def mem_corpus(self) -> list[Path]:
+        base = self.work / "corpus" / "mem"
+        if base.exists():
+            return sorted(base.glob("*.ipynb"))
+        nbs = [(f"x{i:05d}", corpus.make_small(SEED + 1, i)) for i in range(self.sizes.n_mem)]
+        return corpus.write_set(base, nbs)
+
+    @staticmethod
+    def paths(files: list[Path]) -> list[str]:
+        return [str(p) for p in files]
+
+    # ------------------------------------------------------------------ fixtures
+
+    def store_dir(self, system: str, name: str) -> Path:
+        # Stores are siblings of the corpus folder, so nbstore records notebook paths relative to the project.
+        return self.fresh(f"{system}-{name}")
+
+    def copy_store(self, src: Path, name: str) -> Path:
+        dst = self.fresh(name)
+        shutil.copytree(src, dst)  # copystat keeps folder mtimes, so an nbstore index stays in sync
+        return dst
+
+    def fixture(self, system: str, name: str) -> Path:
+        """Return a prepared store (building it once): cache_small, cache_large or staged."""
+        key = f"{system}:{name}"
+        if key not in self.fixtures:
+            if name == "cache_small":
+                store = self.store_dir(system, name)
+                self.worker(system, "add", store=str(store), files=self.paths(self.small))
+            elif name == "cache_large":
+                store = self.store_dir(system, name)
+                self.worker(system, "add", store=str(store), files=self.paths(self.large))
+            elif name == "staged":
+                store = self.copy_store(self.fixture(system, "cache_small"), f"{system}-staged")
+                self.worker(system, "stage", store=str(store), files=self.paths(self.small))
+            else:
+                raise KeyError(name)
+            self.fixtures[key] = store
+        return self.fixtures[key]
+
+    # ------------------------------------------------------------------ workloads
+
+    def bench_add(self) -> None:
+        """Cache n small and n large executed notebooks into a new store, one file at a time."""
+        s = self.sizes
+        for kind, files, unit_n in (("small", self.small, s.n_small), ("large", self.large, s.n_large)):
+            key = f"add_{kind}"
+            self.row(key, f"add {kind} notebooks (per notebook)", "ms", unit_n, "≥ 5×", judge_ratio(5))
+            for warm in self.rounds():
+                for system in SYSTEMS:
+                    todo = files[: max(1, len(files) // 10)] if warm else files
+                    store = self.store_dir(system, f"add-{kind}")
+                    res = self.worker(system, "add", store=str(store), files=self.paths(todo))
+                    if warm:
+                        shutil.rmtree(store)
+                        continue
+                    self.add(key, system, 1000 * res["add"] / len(todo))
+                    old = self.fixtures.get(f"{system}:cache_{kind}")
+                    if old:
+                        shutil.rmtree(old, ignore_errors=True)
+                    self.fixtures[f"{system}:cache_{kind}"] = store
+            if kind == "small":
+                self.bench_disk()
+
+    def bench_disk(self) -> None:
+        """Disk use of the stores holding the n small notebooks (blocks and apparent size)."""
+        n = self.sizes.n_small
+        blocks = self.row("disk_blocks", "disk after small adds: blocks (du)", "MB", n, "nbstore ≤ jc", judge_ratio(1))
+        apparent = self.row("disk_apparent", "disk after small adds: apparent size", "MB", n, "", None)
+        for system in SYSTEMS:
+            b, a = du(self.fixture(system, "cache_small"))
+            blocks.samples[system] = [b / 1e6]
+            apparent.samples[system] = [a / 1e6]
+
+    def bench_reads(self) -> None:
+        """match (hits, misses), list, get bundle and merge against stores of n small / large records."""
+        s = self.sizes
+        n_hit = min(s.n_probe, s.n_small)
+        self.row("match_hit", "match_cache_notebook, hit (per call)", "ms", s.n_small, "≥ 10×", judge_ratio(10))
+        self.row("match_miss", "match_cache_notebook, miss (per call)", "ms", s.n_small, "≥ 10×", judge_ratio(10))
+        self.row("list_first", "list_cache_records, open + first call", "ms", s.n_small, "≥ 5×", judge_ratio(5))
+        self.row("list_repeat", "list_cache_records, repeated call", "ms", s.n_small, "≥ 5×", judge_ratio(5))
+        self.row("bundle_small", "get_cache_bundle, small (per call)", "ms", s.n_small, "≥ 2×", judge_ratio(2))
+        self.row("bundle_large", "get_cache_bundle, large (per call)", "ms", s.n_large, "≥ 2×", judge_ratio(2))
+        self.row("merge_small", "merge_match_into_notebook, small", "ms", s.n_small, "≥ 2×", judge_ratio(2))
+        self.row("merge_large", "merge_match_into_notebook, large", "ms", s.n_large, "≥ 2×", judge_ratio(2))
+        for warm in self.rounds():
+            for system in SYSTEMS:
+                res = self.worker(
+                    system,
+                    "reads",
+                    small=str(self.fixture(system, "cache_small")),
+                    large=str(self.fixture(system, "cache_large")),
+                    hits=self.paths(self.small[:n_hit]),
+                    misses=self.paths(self.misses),
+                    pks=list(range(1, n_hit + 1)),
+                    large_files=self.paths(self.large),
+                    large_pks=list(range(1, s.n_large + 1)),
+                )
+                self.check(res["count"] == s.n_small, f"{system} listed {res['count']} records")
+                self.check(res["hits_found"] == n_hit, f"{system} found {res['hits_found']} of {n_hit} hits")
+                self.check(res["misses_found"] == 0, f"{system} matched {res['misses_found']} notebooks never cached")
+                if not warm:
+                    for key in ROW_KEYS_READS:
+                        self.add(key, system, 1000 * res[key])
+
+    def bench_stage(self) -> None:
+        """Stage n notebooks into a store that caches them all; then ask which are unexecuted, twice."""
+        s = self.sizes
+        self.row("stage", "stage notebooks (per notebook)", "ms", s.n_small, "", judge_ratio(None))
+        self.row("unexec_first", "list_staged_unexecuted, first call", "ms", s.n_small, "", judge_ratio(None))
+        self.row("unexec_again", "list_staged_unexecuted, again (unchanged)", "ms", s.n_small, "≥ 50×", judge_ratio(50))
+        for warm in self.rounds():
+            for system in SYSTEMS:
+                store = self.copy_store(self.fixture(system, "cache_small"), f"{system}-stage")
+                todo = self.small[: max(1, len(self.small) // 10)] if warm else self.small
+                res = self.worker(system, "stage", store=str(store), files=self.paths(todo))
+                if warm:
+                    shutil.rmtree(store)
+                else:
+                    self.add("stage", system, 1000 * res["stage"] / len(todo))
+                    old = self.fixtures.get(f"{system}:staged")
+                    if old:
+                        shutil.rmtree(old, ignore_errors=True)
+                    self.fixtures[f"{system}:staged"] = store
+        for warm in self.rounds():
+            for system in SYSTEMS:
+                store = self.copy_store(self.fixture(system, "staged"), f"{system}-unexec")
+                res = self.worker(system, "unexecuted", store=str(store))
+                self.check(res["unexecuted"] == 0, f"{system} found {res['unexecuted']} unexecuted (expected 0)")
+                shutil.rmtree(store)
+                if not warm:
+                    self.add("unexec_first", system, 1000 * res["first"])
+                    self.add("unexec_again", system, 1000 * res["again"])
+
+    def cli_argv(self, system: str, what: str, store: Path | None = None) -> list[str]:
+        if system == "baseline":
+            return [str(self.python["nbstore"]), "-c", "import typer, rich.console"]
+        if system == "nbstore":
+            exe = str(self.bin["nbstore"] / "nbstore")
+            return {"help": [exe, "--help"], "list": [exe, "--cache", str(store), "cache", "list"]}.get(
+                what, [exe, "--cache", str(store), "status"]
+            )
+        exe = str(self.bin["jcache"] / "jcache")
+        return {
+            "help": [exe, "--help"],
+            "list": [exe, "cache", "-p", str(store), "list"],
+            "status": [exe, "notebook", "-p", str(store), "list"],
+        }[what]
+
+    def bench_cli(self) -> None:
+        """Wall time of the command line: --help, cache list and status (jcache notebook list) at n records."""
+        n = self.sizes.n_small
+        self.row("cli_help", "CLI --help", "s", "", "≤ 1.5× import typer+rich", judge_baseline(1.5))
+        self.row("cli_list", "CLI cache list", "s", n, "≥ 5×", judge_ratio(5))
+        self.row("cli_status", "CLI status (jcache notebook list)", "s", n, "≥ 5× vs jcache cache list", judge_status)
+        self.row("cli_status_rss", "CLI status: peak memory", "MB", n, "", None)
+        stores = {
+            system: {"list": self.fixture(system, "cache_small"), "status": self.fixture(system, "staged")}
+            for system in SYSTEMS
+        }
+        for warm in self.rounds():
+            for what in ("help", "list", "status"):
+                sides = ("baseline", *SYSTEMS) if what == "help" else SYSTEMS
+                for system in sides:
+                    store = stores.get(system, {}).get(what)
+                    wall, rss = self.command(self.cli_argv(system, what, store))
+                    if not warm:
+                        self.add(f"cli_{what}", system, wall)
+                        if what == "status":
+                            self.add("cli_status_rss", system, rss)
+
+    def bench_memory(self) -> None:
+        """Peak memory (and time) of status over n_mem staged notebooks (nbstore; jcache with --jcache-mem)."""
+        n = self.sizes.n_mem
+        self.row("mem_status", "status: peak memory (RSS)", "MB", n, "nbstore < 200 MB", judge_memory(200))
+        self.row("mem_status_time", "status: wall time", "s", n, "", judge_ratio(None))
+        files = self.paths(self.mem_corpus())
+        systems = SYSTEMS if self.sizes.jcache_mem else ("nbstore",)
+        stores = {}
+        for system in systems:
+            stores[system] = self.store_dir(system, "mem")
+            start = time.perf_counter()
+            self.worker(system, "stage", store=str(stores[system]), files=files)
+            self.log(f"{system}: staged {n} notebooks in {time.perf_counter() - start:.1f} s")
+        for warm in self.rounds():
+            for system in systems:
+                wall, rss = self.command(self.cli_argv(system, "status", stores[system]))
+                if not warm:
+                    self.add("mem_status", system, rss)
+                    self.add("mem_status_time", system, wall)
+
+    def bench_execute(self) -> None:
+        """Execute n trivial (and n one-second) notebooks: serial, 2 workers, and plain nbclient back to back."""
+        n = self.sizes.n_exec
+        kinds = ("trivial", "sleep") if self.sizes.sleep else ("trivial",)
+        for kind in kinds:
+            self.row(f"exec_{kind}_serial", f"execute {kind}, serial", "s", n, "≤ 1.1× floor", judge_exec(1.1, 1))
+            self.row(
+                f"exec_{kind}_parallel", f"execute {kind}, 2 workers", "s", n, "≤ 1.15× floor/2", judge_exec(1.15, 2)
+            )
+        rounds = self.rounds()
+        for i, warm in enumerate(rounds):
+            for kind in kinds:
+                files = self.paths(self.warm_exec if warm else self.exec_sets[kind])
+                if warm and kind != kinds[0]:
+                    continue
+                for system in (*SYSTEMS, "floor"):
+                    modes = ("serial",) if system == "floor" else ("serial", "parallel")
+                    for mode in modes:
+                        if system == "floor":
+                            res = self.worker("nbstore", "floor", files=files)
+                        else:
+                            store = self.store_dir(system, f"exec-{kind}-{mode}")
+                            res = self.worker(system, "execute", store=str(store), files=files, mode=mode)
+                            shutil.rmtree(store, ignore_errors=True)
+                        self.check(
+                            res["succeeded"] == len(files), f"{system} {mode} ran {res['succeeded']}/{len(files)}"
+                        )
+                        if warm:
+                            continue
+                        seconds = res["floor" if system == "floor" else "execute"]
+                        if system == "floor":
+                            self.add(f"exec_{kind}_serial", "floor", seconds)
+                            self.add(f"exec_{kind}_parallel", "floor", seconds)
+                        else:
+                            self.add(f"exec_{kind}_{mode}", system, seconds)
+            self.log(f"execution round {i + 1}/{len(rounds)} done")
+
+
+# ---------------------------------------------------------------------- targets
+
+
+def judge_ratio(minimum: float | None):
+    """Target: jupyter-cache's median over nbstore's is at least minimum (None: reported only)."""
+
+    def judge(row: Row, rows: dict[str, Row]) -> tuple[str, bool | None]:
+        ratio = row.ratio()
+        if ratio is None:
+            return "", None
+        return f"{ratio:.1f}×", None if minimum is None else ratio >= minimum
+
+    return judge
+
+
+def judge_baseline(maximum: float):
+    """Target: nbstore's median is within maximum × the baseline's."""
+
+    def judge(row: Row, rows: dict[str, Row]) -> tuple[str, bool | None]:
+        nb, base = row.median("nbstore"), row.median("baseline")
+        if nb is None or not base:
+            return "", None
+        ratio = row.ratio()
+        text = f"{nb / base:.2f}× baseline" + (f"; jc/nb {ratio:.1f}×" if ratio else "")
+        return text, nb / base <= maximum
+
+    return judge
+
+
+def judge_status(row: Row, rows: dict[str, Row]) -> tuple[str, bool | None]:
+    """Target: nbstore status is 5x faster than `jcache cache list` (the issue's yardstick)."""
+    nb, jc_list = row.median("nbstore"), rows["cli_list"].median("jcache") if "cli_list" in rows else None
+    if not nb or jc_list is None:
+        return "", None
+    ratio = row.ratio()
+    return f"{jc_list / nb:.1f}× vs cache list; {ratio:.1f}× vs notebook list", jc_list / nb >= 5
+
+
+def judge_exec(maximum: float, workers: int):
+    """Target: nbstore within maximum × (floor / workers), and never slower than jupyter-cache."""
+
+    def judge(row: Row, rows: dict[str, Row]) -> tuple[str, bool | None]:
+        nb, floor, jc = row.median("nbstore"), row.median("floor"), row.median("jcache")
+        if nb is None or not floor:
+            return "", None
+        over = nb / (floor / workers)
+        text = f"{over:.2f}× floor" + ("" if workers == 1 else "/2") + (f"; jc/nb {jc / nb:.2f}×" if jc else "")
+        return text, over <= maximum and (jc is None or nb <= jc)
+
+    return judge
+
+
+def judge_memory(limit: float):
+    def judge(row: Row, rows: dict[str, Row]) -> tuple[str, bool | None]:
+        nb = row.median("nbstore")
+        return ("", None) if nb is None else (f"{nb:.0f} MB", nb < limit)
+
+    return judge
+
+
+# ---------------------------------------------------------------------- output
+
+
+def _num(value: float) -> str:
+    """Three significant digits, without an exponent."""
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - int(math.floor(math.log10(abs(value)))))
+    return f"{value:.{digits}f}"
+
+
+def _fmt(values: list[float] | None) -> str:
+    if not values:
+        return "—"
+    med = _num(statistics.median(values))
+    return med if len(values) == 1 else f"{med} ({_num(min(values))}–{_num(max(values))})"
+
+
+def table(rows: list[Row]) -> str:
+    """Render rows as a Markdown table."""
+    head = ["workload", "n", "unit", "nbstore", "jupyter-cache", "other", "jc / nb", "target", "result"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in rows:
+        extra = [s for s in row.samples if s not in SYSTEMS]
+        other = "; ".join(f"{s} {_fmt(row.samples[s])}" for s in extra)
+        ratio = row.ratio()
+        text, ok = row.judge(row, {r.key: r for r in rows}) if row.judge else ("", None)
+        verdict = "" if ok is None else ("met" if ok else "**missed**")
+        cells = [
+            row.label,
+            str(row.n),
+            row.unit,
+            _fmt(row.samples.get("nbstore")),
+            _fmt(row.samples.get("jcache")),
+            other,
+            f"{ratio:.1f}×" if ratio else "",
+            f"{row.target} {text}".strip(),
+            verdict,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def to_json(rows: list[Row], meta: dict) -> dict:
+    """Return the results as plain data: the same numbers as the table."""
+    out = []
+    by_key = {r.key: r for r in rows}
+    for row in rows:
+        text, ok = row.judge(row, by_key) if row.judge else ("", None)
+        out.append(
+            {
+                "key": row.key,
+                "label": row.label,
+                "n": row.n,
+                "unit": row.unit,
+                "samples": row.samples,
+                "median": {s: row.median(s) for s in row.samples},
+                "min": {s: min(v) for s, v in row.samples.items() if v},
+                "max": {s: max(v) for s, v in row.samples.items() if v},
+                "ratio_jcache_over_nbstore": row.ratio(),
+                "target": row.target,
+                "judgement": text,
+                "met": ok,
+            }
+        )
+    return {"meta": meta, "rows": out}
+
+
+def machine() -> str:
+    """Describe the machine: CPU model and count, memory, OS."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{os.cpu_count()} × {cpu}{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+ROW_KEYS_READS = (
+    "match_hit",
+    "match_miss",
+    "list_first",
+    "list_repeat",
+    "bundle_small",
+    "bundle_large",
+    "merge_small",
+    "merge_large",
+)
+
+WORKLOADS = {
+    "add": "bench_add",
+    "reads": "bench_reads",
+    "stage": "bench_stage",
+    "cli": "bench_cli",
+    "memory": "bench_memory",
+    "execute": "bench_execute",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run the chosen workloads, print the table and optionally write JSON."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes, no 1 s notebooks (for iterating and the smoke test)"
+    )
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    p.add_argument("--only", nargs="+", choices=sorted(WORKLOADS), help="run only these workload groups")
+    p.add_argument("--reps", type=int, help="timed repetitions per workload (default 3; --quick 2)")
+    p.add_argument("--warmup", type=int, help="warm-up rounds before them (default 1)")
+    p.add_argument("--jcache-mem", action="store_true", help="also stage 10,000 notebooks in jupyter-cache (slow)")
+    p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=f"jupyter-cache's venv (default {DEFAULT_VENV})")
+    p.add_argument("--workdir", type=Path, help="keep the stores and corpus here (default: a removed temp folder)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = p.parse_args(argv)
+
+    sizes = Sizes(**vars(QUICK if args.quick else FULL))
+    if args.reps is not None:
+        sizes.reps = args.reps
+    if args.warmup is not None:
+        sizes.warmup = args.warmup
+    sizes.jcache_mem = args.jcache_mem
+    started = time.perf_counter()
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    jc_python = ensure_jcache_venv(args.venv, log)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="nbstore-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    harness = Harness(sizes, work, jc_python, verbose=not args.quiet)
+    try:
+        harness.make_corpus()
+        groups = args.only or list(WORKLOADS)
+        for name in WORKLOADS:
+            if name in groups:
+                t0 = time.perf_counter()
+                getattr(harness, WORKLOADS[name])()
+                harness.log(f"{name}: {time.perf_counter() - t0:.0f} s")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    rows = list(harness.rows.values())
+    jc_version = subprocess.run(
+        [str(jc_python), "-c", "import jupyter_cache; print(jupyter_cache.__version__)"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    meta = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "jupyter_cache": jc_version,
+        "nbstore": metadata.version("nbstore-cache"),
+        "sizes": vars(sizes),
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": " ".join(["python", "tests/benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    print(f"\nnbstore benchmark — {meta['date']} — {meta['machine']}")
+    print(f"jupyter-cache {jc_version} vs nbstore {meta['nbstore']}; reps {sizes.reps} after {sizes.warmup} warm-up;")
+    print(f"medians (min–max); jc / nb = jupyter-cache ÷ nbstore (higher is better for nbstore); {meta['seconds']} s\n")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(to_json(rows, meta), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
