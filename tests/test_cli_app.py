@@ -483,3 +483,51 @@ def test_store_warnings_go_to_stderr(cwd):
     result = ok("status", "--json")
     assert json.loads(result.stdout)[0]["status"] == "outdated"
     assert "Warning:" in result.stderr and "unreadable cache record" in result.stderr
+
+
+# ---------------------------------------------------------------------------- verify and gc
+
+
+def test_verify_reports_damage_and_repair_fixes_it(cwd):
+    """verify exits 0 on a sound store and 1 on a corrupt object; --repair quarantines it and exits 0."""
+    nb = executed(cwd / "a.ipynb")
+    (cwd / "out.txt").write_text("result\n")
+    ok("cache", "add", nb, "--artifact", "out.txt")
+    sound = json.loads(ok("verify", "--json").stdout)
+    assert sound == {"ok": True, "objects_checked": 2, "records_checked": 1, "problems": []}
+    assert "OK: checked 2 objects and 1 record; 0 problems" in ok("verify").stdout
+    oid = json.loads(ok("cache", "show", "1", "--json").stdout)["artifacts"]["out.txt"]
+    obj = cwd / ".nbstore" / "objects" / oid[:2] / oid[2:]
+    obj.chmod(0o644)
+    obj.write_text("tampered\n")
+    damaged = run("verify", "--json")
+    assert damaged.exit_code == 1
+    report = json.loads(damaged.stdout)
+    assert report["ok"] is False
+    assert {"kind": "corrupt-object", "path": f"objects/{oid[:2]}/{oid[2:]}"}.items() <= report["problems"][0].items()
+    table = run("verify")
+    assert table.exit_code == 1 and "DAMAGED" in table.stdout and oid[2:] in table.stdout
+    repaired = ok("verify", "--repair", "--json")
+    assert all(p["repaired"] for p in json.loads(repaired.stdout)["problems"])
+    assert json.loads(ok("verify", "--json").stdout)["problems"] == []
+
+
+def test_gc_dry_run_then_remove(cwd):
+    """gc --dry-run lists an unreferenced object and keeps it; gc removes it and reports the bytes freed."""
+    import hashlib
+
+    ok("cache", "add", executed(cwd / "a.ipynb"))
+    blob = b"nothing refers to me\n"
+    oid = hashlib.sha256(blob).hexdigest()
+    orphan = cwd / ".nbstore" / "objects" / oid[:2] / oid[2:]
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(blob)
+    dry = json.loads(ok("gc", "--dry-run", "--json").stdout)
+    assert dry == {"dry_run": True, "removed": [f"objects/{oid[:2]}/{oid[2:]}"], "bytes_freed": len(blob)}
+    assert orphan.exists()
+    assert f"Would remove objects/{oid[:2]}/{oid[2:]}" in ok("gc", "--dry-run").stdout
+    text = ok("gc").stdout
+    assert f"Removed objects/{oid[:2]}/{oid[2:]}" in text and f"Removed 1 file, {len(blob)} B" in text
+    assert not orphan.exists()
+    assert json.loads(ok("gc", "--json").stdout) == {"dry_run": False, "removed": [], "bytes_freed": 0}
+    assert ok("match", "a.ipynb").stdout == "1\ta.ipynb\n"

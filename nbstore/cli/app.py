@@ -232,6 +232,10 @@ def _staged_status(record: Any, key: str | None, match: NbCacheRecord | None) ->
     return "failed" if record.traceback else "outdated"
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _abs(paths: Sequence[Path]) -> list[Path]:
     # Paths typed on the command line are relative to the current folder, not to the notebook's.
     return [p.absolute() for p in paths]
@@ -281,7 +285,7 @@ def cache_add(
             failed += 1
             render.print_error(_prefixed(nb, exc))
         else:
-            extra = f" with {len(record.artifacts)} artifact(s)" if record.artifacts else ""
+            extra = f" with {_count(len(record.artifacts), 'artifact')}" if record.artifacts else ""
             render.print_note(f"Cached {nb} as ID {record.pk}{extra}", stderr=False)
     if failed:
         raise typer.Exit(1)
@@ -776,8 +780,9 @@ def verify(
             render.show(render.problems_table(problems))
         verdict = "OK" if report.ok else "DAMAGED"
         render.print_note(
-            f"{verdict}: checked {report.objects_checked} objects and {report.records_checked} records; "
-            f"{len(problems)} problem(s), {sum(p['repaired'] for p in problems)} repaired",
+            f"{verdict}: checked {_count(report.objects_checked, 'object')} and "
+            f"{_count(report.records_checked, 'record')}; "
+            f"{_count(len(problems), 'problem')}, {sum(p['repaired'] for p in problems)} repaired",
             style="green" if report.ok else "bold red",
             stderr=False,
         )
@@ -802,4 +807,6 @@ def gc(
     verb = "Would remove" if report.dry_run else "Removed"
     for path in report.removed:
         typer.echo(f"{verb} {path}")
-    render.print_note(f"{verb} {len(report.removed)} file(s), {render.format_bytes(report.bytes_freed)}", stderr=False)
+    render.print_note(
+        f"{verb} {_count(len(report.removed), 'file')}, {render.format_bytes(report.bytes_freed)}", stderr=False
+    )
