@@ -24,6 +24,7 @@ GITIGNORE = """\
 # nbstore: volatile state that is rebuilt or recreated as needed; never commit it.
 /index
 /lock
+/claims/
 /quarantine/
 /tmp/
 *.tmp

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from nbstore.errors import StoreBusyError, StoreWriteError
 
-__all__ = ["DEFAULT_LOCK_TIMEOUT", "lock_timeout", "store_lock"]
+__all__ = ["CLAIMS_DIR", "DEFAULT_LOCK_TIMEOUT", "Claim", "lock_timeout", "store_lock", "try_claim"]
 
 #: Seconds to wait for the lock; long enough for a busy CI machine (NBSTORE_LOCK_TIMEOUT overrides).
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -66,3 +66,110 @@ def _wait_for(fh, wait: float, path: Path) -> None:
                 ) from exc
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+#: Folder of a store that holds one claim file per notebook key that an executor has run.
+CLAIMS_DIR = "claims"
+
+_KEY_CHARS = frozenset("0123456789abcdef")
+
+
+class Claim:
+    """A held claim on one notebook key: an flock on <store>/claims/<key>, so one process runs it at a time."""
+
+    def __init__(self, path: Path, fh, previous: dict | None) -> None:
+        self.path = path
+        self._fh = fh
+        #: What the last holder wrote: {"pid", "started", "finished", "status", "reason"}, or None.
+        self.previous = previous
+
+    def __repr__(self) -> str:
+        return f"Claim({self.path.name!r}, held={self._fh is not None})"
+
+    def _write(self, record: dict) -> None:
+        import json
+
+        fh = self._fh
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(record, sort_keys=True).encode())
+        fh.flush()
+
+    def finish(self, status: str, reason: str = "") -> None:
+        """Record how the run of this key ended, for a process that waited on the claim to read."""
+        import time
+
+        if self._fh is None:
+            return
+        record = {"pid": os.getpid(), "finished": time.time_ns(), "status": status, "reason": reason[:2000]}
+        with suppress(OSError):  # the outcome is a courtesy to waiters; the store holds the truth
+            self._write(record)
+
+    def release(self) -> None:
+        """Release the claim (closing the file releases the flock)."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.close()
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _claims_folder(store_root: Path) -> Path:
+    folder = store_root / CLAIMS_DIR
+    try:
+        folder.mkdir(exist_ok=True)
+        ignore = folder / ".gitignore"
+        if not ignore.exists():
+            # Stores created before claims existed do not ignore the folder at their top level.
+            with suppress(FileExistsError):
+                fd = os.open(ignore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    os.write(fd, b"*\n")
+                finally:
+                    os.close(fd)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot create the claims folder {folder}: {exc.strerror}") from exc
+    return folder
+
+
+def try_claim(store_root: Path, key: str) -> Claim | None:
+    """Take the claim on a notebook key without waiting; return None if another process holds it."""
+    import json
+    import time
+
+    import portalocker
+
+    if len(key) != 32 or not set(key) <= _KEY_CHARS:
+        raise ValueError(f"not a notebook key: {key!r}")
+    path = _claims_folder(Path(store_root)) / key
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot open the claim {path}: {exc.strerror}") from exc
+    fh = os.fdopen(fd, "r+b")
+    try:
+        portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
+    except portalocker.LockException:
+        fh.close()
+        return None
+    except BaseException:
+        fh.close()
+        raise
+    try:
+        raw = fh.read(65536)
+        previous = json.loads(raw) if raw else None
+        if not isinstance(previous, dict):
+            previous = None
+    except (OSError, ValueError):
+        previous = None  # a holder killed mid-write leaves no usable outcome
+    claim = Claim(path, fh, previous)
+    try:
+        claim._write({"pid": os.getpid(), "started": time.time_ns()})
+    except OSError as exc:
+        claim.release()
+        raise StoreWriteError(f"cannot write the claim {path}: {exc.strerror}") from exc
+    return claim
