@@ -73,8 +73,8 @@ def test_no_subcommand_shows_help_and_is_a_usage_error(cwd):
 
 
 def test_bad_option_is_one_error_line_with_exit_2(cwd):
-    """An unknown option or command is a usage error: exit 2, one red line, no traceback."""
-    for args in (["cache", "list", "--bogus"], ["bogus"], ["status", "--nope"]):
+    """An unknown option or command, or a missing argument, is a usage error: exit 2, one red line, no traceback."""
+    for args in (["cache", "list", "--bogus"], ["bogus"], ["status", "--nope"], ["cache", "add"], ["match"], ["merge"]):
         result = run(*args)
         assert result.exit_code == 2, args
         assert len(error_lines(result)) == 1, result.stderr

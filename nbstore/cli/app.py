@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from nbstore import __version__
 from nbstore.cli import render
+from nbstore.cli.fastparse import LightCommand, LightGroup
 from nbstore.errors import (
     CachingError,
     ExecutorNotFoundError,
@@ -98,7 +98,7 @@ class _LogHandler(logging.Handler):
         render.print_note(f"{label}: {record.getMessage()}", style=style)
 
 
-class NbstoreGroup(TyperGroup):
+class NbstoreGroup(LightGroup):
     """The root command: turns every failure into one 'Error:' line and an exit status (1 work, 2 usage)."""
 
     def main(
@@ -137,8 +137,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-cache_app = typer.Typer(help="Executed notebooks kept in the store.", no_args_is_help=True)
-stage_app = typer.Typer(help="Notebooks staged for execution.", no_args_is_help=True)
+cache_app = typer.Typer(cls=LightGroup, help="Executed notebooks kept in the store.", no_args_is_help=True)
+stage_app = typer.Typer(cls=LightGroup, help="Notebooks staged for execution.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 app.add_typer(stage_app, name="stage")
 
@@ -244,7 +244,7 @@ def _abs(paths: Sequence[Path]) -> list[Path]:
 # ---------------------------------------------------------------------------- cache
 
 
-@cache_app.command("add")
+@cache_app.command("add", cls=LightCommand)
 def cache_add(
     ctx: typer.Context,
     notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Executed notebook files.")],
@@ -291,7 +291,7 @@ def cache_add(
         raise typer.Exit(1)
 
 
-@cache_app.command("list")
+@cache_app.command("list", cls=LightCommand)
 def cache_list(
     ctx: typer.Context,
     latest_only: Annotated[bool, typer.Option("--latest-only", help="Only the newest record of each origin.")] = False,
@@ -324,7 +324,7 @@ def _cache_record(store: NbStore, pk: int) -> NbCacheRecord:
         raise CommandError(f"no cached notebook has ID {pk} (see `nbstore cache list`)") from None
 
 
-@cache_app.command("show")
+@cache_app.command("show", cls=LightCommand)
 def cache_show(ctx: typer.Context, pk: CacheId, as_json: JsonOption = False) -> None:
     """Show one cache record."""
     record = _cache_record(_store(ctx, existing=True), pk)
@@ -348,7 +348,7 @@ def cache_show(ctx: typer.Context, pk: CacheId, as_json: JsonOption = False) -> 
     render.show(render.detail_table(pairs))
 
 
-@cache_app.command("remove")
+@cache_app.command("remove", cls=LightCommand)
 def cache_remove(
     ctx: typer.Context,
     pks: Annotated[list[int] | None, typer.Argument(metavar="[ID]...", min=1, help="Cache IDs to remove.")] = None,
@@ -375,7 +375,7 @@ def cache_remove(
         raise typer.Exit(1)
 
 
-@cache_app.command("diff")
+@cache_app.command("diff", cls=LightCommand)
 def cache_diff(
     ctx: typer.Context,
     pk: CacheId,
@@ -392,7 +392,7 @@ def cache_diff(
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-@cache_app.command("cat-artifact")
+@cache_app.command("cat-artifact", cls=LightCommand)
 def cache_cat_artifact(
     ctx: typer.Context,
     pk: CacheId,
@@ -411,7 +411,7 @@ def cache_cat_artifact(
     sys.stdout.buffer.flush()
 
 
-@cache_app.command("limit")
+@cache_app.command("limit", cls=LightCommand)
 def cache_limit(
     ctx: typer.Context,
     size: Annotated[
@@ -433,7 +433,7 @@ def cache_limit(
 # ---------------------------------------------------------------------------- stage
 
 
-@stage_app.command("add")
+@stage_app.command("add", cls=LightCommand)
 def stage_add(
     ctx: typer.Context,
     notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Notebook files to stage.")],
@@ -476,7 +476,7 @@ def _stage_rows(store: NbStore) -> list[dict]:
     return rows
 
 
-@stage_app.command("list")
+@stage_app.command("list", cls=LightCommand)
 def stage_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List the staged notebooks with their cache ID and whether their last run failed."""
     rows = _stage_rows(_store(ctx, existing=True))
@@ -491,7 +491,7 @@ def stage_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
 StageRef = Annotated[str, typer.Argument(metavar="ID|PATH", help="A stage ID or the notebook's path.")]
 
 
-@stage_app.command("show")
+@stage_app.command("show", cls=LightCommand)
 def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False) -> None:
     """Show one staged notebook (with the traceback of its last run when it failed)."""
     store = _store(ctx, existing=True)
@@ -527,7 +527,7 @@ def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False
         render.console().print(render.traceback_text(record.traceback), soft_wrap=True)
 
 
-@stage_app.command("remove")
+@stage_app.command("remove", cls=LightCommand)
 def stage_remove(
     ctx: typer.Context,
     targets: Annotated[list[str] | None, typer.Argument(metavar="[ID|PATH]...", help="Stage IDs or paths.")] = None,
@@ -558,7 +558,7 @@ def stage_remove(
 # ---------------------------------------------------------------------------- status, match, merge
 
 
-@app.command()
+@app.command(cls=LightCommand)
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show every staged notebook: up to date, outdated, failed or missing, with its cache ID and last run."""
     records, keys, by_key = _cache_rows(_store(ctx, existing=True))
@@ -591,7 +591,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     render.print_note(", ".join(f"{counts[s]} {s}" for s in order if s in counts), stderr=False)
 
 
-@app.command()
+@app.command(cls=LightCommand)
 def match(
     ctx: typer.Context,
     notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Notebook files.")],
@@ -618,7 +618,7 @@ def match(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=LightCommand)
 def merge(
     ctx: typer.Context,
     notebook: Annotated[Path, typer.Argument(metavar="NB", help="The notebook file.")],
@@ -650,7 +650,7 @@ def merge(
 # ---------------------------------------------------------------------------- execute
 
 
-@app.command()
+@app.command(cls=LightCommand)
 def execute(
     ctx: typer.Context,
     targets: Annotated[
@@ -737,7 +737,7 @@ def execute(
 # ---------------------------------------------------------------------------- maintenance
 
 
-@app.command()
+@app.command(cls=LightCommand)
 def clear(
     ctx: typer.Context,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -756,7 +756,7 @@ def clear(
     render.print_note(f"Cleared {render.display_path(store.path)}", stderr=False)
 
 
-@app.command()
+@app.command(cls=LightCommand)
 def verify(
     ctx: typer.Context,
     repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed (quarantining bad files).")] = False,
@@ -790,7 +790,7 @@ def verify(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=LightCommand)
 def gc(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")] = False,
