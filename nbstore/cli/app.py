@@ -663,7 +663,9 @@ def execute(
     workers: Annotated[
         int | None, typer.Option("--workers", "-w", min=1, help="Kernels at once (parallel executors).")
     ] = None,
-    timeout: Annotated[int, typer.Option("--timeout", "-t", help="Seconds a cell may run (-1: no limit).")] = 30,
+    timeout: Annotated[
+        float, typer.Option("--timeout", "-t", help="Seconds a cell may run (0 or less: no limit).")
+    ] = 30,
     allow_errors: Annotated[
         bool, typer.Option("--allow-errors", help="Cache notebooks even if a cell raises.")
     ] = False,
@@ -673,11 +675,12 @@ def execute(
     """Run the staged notebooks that are outdated and cache the results."""
     from nbstore.executors import list_executors, load_executor
 
-    names = list(list_executors())
+    names = sorted(getattr(ep, "name", ep) for ep in list_executors())
     if executor not in names:
-        raise CommandError(f"unknown executor {executor!r} (available: {', '.join(sorted(names))})", code=2)
+        raise CommandError(f"unknown executor {executor!r} (available: {', '.join(names)})", code=2)
     refs = [_stage_ref(t) for t in targets or []]
     store = _store(ctx, existing=True)
+    staged = store.list_staged_records()
     pks = None
     if refs:
         pks = []
@@ -686,8 +689,13 @@ def execute(
                 pks.append(store.get_staged_record(ref).pk)
             except RecordNotFoundError:
                 raise _not_staged(ref) from None
+    if not staged:
+        render.print_note("Nothing is staged (`nbstore stage add NB...` stages notebooks).")
+        if as_json:
+            render.print_json({"succeeded": [], "excepted": [], "errored": [], "up_to_date": 0, "outcomes": []})
+        return
     try:
-        runner = load_executor(executor, cache=store)
+        runner = load_executor(executor, cache=store, logger=_executor_logger())
     except ExecutorNotFoundError as exc:
         raise CommandError(_message(exc), code=2) from exc
     from nbstore.cli.progress import ExecutionProgress
@@ -695,7 +703,7 @@ def execute(
     with ExecutionProgress(render.console(stderr=True)) as progress:
         result = runner.run_and_cache(
             filter_pks=pks,
-            timeout=timeout,
+            timeout=timeout if timeout > 0 else None,
             allow_errors=allow_errors,
             force=force,
             workers=workers,
@@ -712,26 +720,41 @@ def execute(
         }
         for o in result.outcomes
     ]
-    failed = bool(result["excepted"] or result["errored"])
+    skipped = len(set(pks) if pks is not None else staged) - len(rows)
     if as_json:
         render.print_json(
             {
                 "succeeded": list(result["succeeded"]),
                 "excepted": list(result["excepted"]),
                 "errored": list(result["errored"]),
+                "up_to_date": skipped,
                 "outcomes": rows,
             }
         )
     elif rows:
         render.show(render.execute_table(rows))
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-        render.print_note(", ".join(f"{n} {s}" for s, n in counts.items()), stderr=False)
+        counts = [f"{len(result[s])} {s}" for s in ("succeeded", "excepted", "errored") if result[s]]
+        if skipped:
+            counts.append(f"{skipped} already up to date")
+        render.print_note(", ".join(counts), stderr=False)
     else:
-        render.print_note("Nothing to run: every staged notebook is up to date (--force runs them anyway).")
-    if failed:
+        render.print_note("Nothing to run: every selected notebook is up to date (--force runs them anyway).")
+    if result["excepted"] or result["errored"]:
         raise typer.Exit(1)
+
+
+class _ShownByProgress(logging.Filter):
+    """Drop the executor's per-notebook log lines: the progress display already shows each outcome."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _Run.verbose or record.levelno >= logging.WARNING and not str(record.msg).startswith("Execution ")
+
+
+def _executor_logger() -> logging.Logger:
+    logger = logging.getLogger("nbstore.cli.execute")
+    if not any(isinstance(f, _ShownByProgress) for f in logger.filters):
+        logger.addFilter(_ShownByProgress())
+    return logger
 
 
 # ---------------------------------------------------------------------------- maintenance

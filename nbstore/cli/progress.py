@@ -34,11 +34,14 @@ class ExecutionProgress:
         self._lock = threading.Lock()
 
     def __enter__(self) -> ExecutionProgress:
-        self._progress.start()
+        # In a log (not a terminal) a bar cannot be redrawn: only the per-notebook lines are written.
+        if self.console.is_terminal:
+            self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self.console.is_terminal:
+            self._progress.stop()
 
     def _describe(self) -> str:
         if not self._running:
@@ -64,6 +67,6 @@ class ExecutionProgress:
                     (f"  {format_seconds(event.seconds)}", "dim"),
                     (f"  {event.reason}" if event.reason else "", "dim"),
                 )
-                self._progress.console.print(line, soft_wrap=True)
+                self.console.print(line, soft_wrap=True)
                 self._progress.advance(self._task)
             self._progress.update(self._task, description=self._describe(), total=event.total)
