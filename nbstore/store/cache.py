@@ -99,9 +99,7 @@ class NbStore:
         try:
             raw = self.layout.config.read_bytes()
         except FileNotFoundError:
-            if self.path.is_dir() and any(
-                p.name not in {"lock", "tmp", ".gitignore", ".gitattributes"} for p in self.path.iterdir()
-            ):
+            if self.path.is_dir() and any(not _creation_leftover(p) for p in self.path.iterdir()):
                 raise StoreFormatError(
                     f"{self.path} is not an nbstore store (it has files but no nbstore.json); refusing to use it"
                 ) from None
@@ -290,7 +288,10 @@ class NbStore:
         state, problems = self._scan_sidecars(old)
         for path, reason in problems:
             log.warning("%s: %s (skipped; run `nbstore verify`)", path, reason)
-        for relname, old_pk, new_pk in self._resolve_collisions(state):
+        changes = self._resolve_collisions(state)
+        if changes:
+            self._begin()
+        for relname, old_pk, new_pk in changes:
             kind, fname = relname.split("/")
             table = state.cache if kind == "cache" else state.stage
             log.warning("pk %d of %s clashed with another record; renumbered to %d", old_pk, relname, new_pk)
@@ -318,6 +319,15 @@ class NbStore:
         atomic_write(self.layout.index, b"".join(parts), tmpdir=self.layout.tmp, durable=False)
         self._state, self._index_id, self._index_offset, self._memo = None, None, 0, {}
         self._read_index()
+
+    def _begin(self) -> None:
+        """Mark the index stale before a sidecar changes (caller holds the lock).
+
+        Folder mtimes alone cannot show a change made in the same clock tick as the last sync (coarse or
+        1-2 s timestamps): a writer killed between changing a sidecar and appending its entry would leave
+        an index that still looks current, and the next writer would hand out the same pk again.
+        """
+        append_bytes(self.layout.index, frame({"op": "begin", "fp": None}))
 
     def _append(self, *entries: dict) -> None:
         """Append entries to the index with the current fingerprint (caller holds the lock)."""
@@ -595,6 +605,7 @@ class NbStore:
                 key_rule=KEY_RULE,
             )
             sidecar = record.to_sidecar()
+            self._begin()
             atomic_write(self.layout.cache_sidecar(key), dump_json(sidecar), tmpdir=self.layout.tmp)
             self._append({"op": "put", "kind": "cache", "name": key, "rec": sidecar})
             self._evict(self._state, self._read_config().get("cache_limit", DEFAULT_CACHE_LIMIT), keep=key)
@@ -605,6 +616,7 @@ class NbStore:
         if not keys:
             return
         dropped = set()
+        self._begin()
         for key in keys:
             rec = state.cache[key]
             dropped.add(rec["notebook"])
@@ -707,6 +719,7 @@ class NbStore:
                 "pk": old["pk"] if old else state.high_water["stage"] + 1,
                 "uri": stored,
             }
+            self._begin()
             atomic_write(self.layout.stage_sidecar(name), dump_json(rec), tmpdir=self.layout.tmp)
             entries: list[dict] = [{"op": "put", "kind": "stage", "name": name, "rec": rec}]
             if hash_entry:
@@ -795,6 +808,7 @@ class NbStore:
         """Remove a notebook from the staging area (KeyError if it is not staged)."""
         with self._writing() as state:
             name = self._stage_key(pk_or_uri, state)
+            self._begin()
             with suppress(FileNotFoundError):
                 os.unlink(self.layout.stage_sidecar(name))
             self._append({"op": "del", "kind": "stage", "name": name})
@@ -805,6 +819,19 @@ class NbStore:
             name = self._stage_key(pk_or_uri, state)
             if state.tracebacks.get(name, "") != traceback:
                 self._append({"op": "traceback", "kind": "stage", "name": name, "text": traceback})
+
+
+def _creation_leftover(path: Path) -> bool:
+    """True for what a store holds before nbstore.json is written: a reader may look while a writer creates it."""
+    if path.name in {"lock", "tmp", ".gitignore", ".gitattributes"}:
+        return True
+    if path.name in {"objects", "cache", "stage"} and path.is_dir() and not path.is_symlink():
+        try:
+            with os.scandir(path) as entries:
+                return next(entries, None) is None
+        except FileNotFoundError:
+            return True
+    return False
 
 
 def _force_remove(func: Any, path: str, _exc: Any) -> None:
