@@ -61,10 +61,10 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 
 def record_files(store_path: Path) -> dict[str, tuple]:
-    """Return the snapshot of what a store commits: config, sidecars and objects (not index, lock, tmp)."""
+    """Return the snapshot of the files a store commits: config, sidecars, objects (no index, lock, tmp, folders)."""
     snap = snapshot(store_path)
     volatile = ("index", "lock", "tmp", "quarantine")
-    return {k: v for k, v in snap.items() if k.split("/")[0] not in volatile}
+    return {k: v for k, v in snap.items() if k.split("/")[0] not in volatile and v[0] != "dir"}
 
 
 def worker(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:

@@ -192,7 +192,7 @@ class NbStore:
         """Return index state that agrees with the sidecars, rebuilding the index if it does not."""
         self._check_format()
         state = self._read_index()
-        if state.fingerprint == self._fingerprint() and state.header is not None:
+        if self._current(state):
             return state
         if not self.exists():
             self._read_config()  # raises on a folder that is not a store
@@ -207,9 +207,14 @@ class NbStore:
             self._index_id = None
             return rebuilt
 
+    def _current(self, state: IndexState) -> bool:
+        """True if the index state can be trusted: synced with the folders as they are, and no line lost."""
+        # A garbled line may have been any entry (a put, a del): trusting the rest could hide a record.
+        return state.fingerprint == self._fingerprint() and state.header is not None and not state.bad_lines
+
     def _sync_locked(self) -> IndexState:
         state = self._read_index()
-        if state.fingerprint == self._fingerprint() and state.header is not None:
+        if self._current(state):
             return state
         return self.rebuild_index()
 
