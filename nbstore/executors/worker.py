@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet = logging.getLogger("nbstore.executors.nbclient")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
+    # With rfc3987-syntax installed, jsonschema (imported by nbformat) compiles an IRI grammar at import:
+    # about a second per worker, for a format check that no notebook schema uses.
+    sys.modules.setdefault("rfc3987_syntax", None)
     from nbstore.executors.runner import Kernels  # the heavy imports happen once, before "ready"
 
     kernels = Kernels()
