@@ -95,3 +95,18 @@ def test_tables_render_plain_text(capsys, monkeypatch):
     assert lines[2].split() == ["1", "a.ipynb", "up", "to", "date", "4", "0.50", "s"]
     assert lines[3].split() == ["2", "b.ipynb", "failed"]
     assert all(line == line.rstrip() for line in lines)
+
+
+def test_grid_aligns_by_display_width_and_keeps_styles():
+    """Grid right-aligns numeric columns, aligns wide characters by cell width and keeps each cell's style."""
+    from rich.text import Text
+
+    grid = render.Grid("ID", "Name", "State", numeric=("ID",))
+    grid.add_row("7", "ノート.ipynb", Text("failed", style="red"))
+    grid.add_row("12", "a.ipynb", "")
+    header, rule, first, second = grid.lines()
+    assert header.plain == "ID   " + "Name".ljust(12) + "   State" and header.style == "bold"
+    assert rule.plain == "─" * len(header.plain)
+    assert first.plain == " 7   ノート.ipynb   failed"
+    assert second.plain == "12   a.ipynb"
+    assert any(span.style == "red" and first.plain[span.start : span.end] == "failed" for span in first.spans)

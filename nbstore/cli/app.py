@@ -247,7 +247,7 @@ def _abs(paths: Sequence[Path]) -> list[Path]:
 @cache_app.command("add", cls=LightCommand)
 def cache_add(
     ctx: typer.Context,
-    notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Executed notebook files.")],
+    notebooks: Annotated[list[Path], typer.Argument(metavar="NB", help="Executed notebook files.")],
     artifact: Annotated[
         list[Path],
         typer.Option("--artifact", "-a", metavar="PATH", help="A file the run wrote, inside the notebook's folder."),
@@ -351,7 +351,7 @@ def cache_show(ctx: typer.Context, pk: CacheId, as_json: JsonOption = False) -> 
 @cache_app.command("remove", cls=LightCommand)
 def cache_remove(
     ctx: typer.Context,
-    pks: Annotated[list[int] | None, typer.Argument(metavar="[ID]...", min=1, help="Cache IDs to remove.")] = None,
+    pks: Annotated[list[int] | None, typer.Argument(metavar="ID", min=1, help="Cache IDs to remove.")] = None,
     remove_all: Annotated[bool, typer.Option("--all", help="Remove every cached notebook.")] = False,
 ) -> None:
     """Remove cached notebooks (and the objects only they use)."""
@@ -415,7 +415,7 @@ def cache_cat_artifact(
 def cache_limit(
     ctx: typer.Context,
     size: Annotated[
-        int | None, typer.Argument(metavar="[N]", min=1, help="The new limit (omit it to print the current one).")
+        int | None, typer.Argument(metavar="N", min=1, help="The new limit (omit it to print the current one).")
     ] = None,
 ) -> None:
     """Print or set how many notebooks the cache keeps (the least recently used go first)."""
@@ -436,7 +436,7 @@ def cache_limit(
 @stage_app.command("add", cls=LightCommand)
 def stage_add(
     ctx: typer.Context,
-    notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Notebook files to stage.")],
+    notebooks: Annotated[list[Path], typer.Argument(metavar="NB", help="Notebook files to stage.")],
     asset: Annotated[
         list[Path],
         typer.Option("--asset", metavar="PATH", help="A file the notebook reads, inside its folder (repeatable)."),
@@ -530,7 +530,7 @@ def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False
 @stage_app.command("remove", cls=LightCommand)
 def stage_remove(
     ctx: typer.Context,
-    targets: Annotated[list[str] | None, typer.Argument(metavar="[ID|PATH]...", help="Stage IDs or paths.")] = None,
+    targets: Annotated[list[str] | None, typer.Argument(metavar="ID|PATH", help="Stage IDs or paths.")] = None,
     remove_all: Annotated[bool, typer.Option("--all", help="Unstage every notebook.")] = False,
 ) -> None:
     """Unstage notebooks (their cached results stay in the cache)."""
@@ -594,7 +594,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @app.command(cls=LightCommand)
 def match(
     ctx: typer.Context,
-    notebooks: Annotated[list[Path], typer.Argument(metavar="NB...", help="Notebook files.")],
+    notebooks: Annotated[list[Path], typer.Argument(metavar="NB", help="Notebook files.")],
     as_json: JsonOption = False,
 ) -> None:
     """Print the cache ID matching each notebook (exit status 1 if any has none)."""
@@ -655,11 +655,16 @@ def execute(
     ctx: typer.Context,
     targets: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[ID|PATH]...", help="Staged notebooks to consider (default: every staged one)."),
+        typer.Argument(metavar="ID|PATH", help="Staged notebooks to consider (default: every staged one)."),
     ] = None,
-    executor: Annotated[str, typer.Option("--executor", "-e", help="How to run them (see the README).")] = (
-        DEFAULT_EXECUTOR
-    ),
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            "-e",
+            help="local-parallel, local-serial, temp-parallel, temp-serial, or another registered executor.",
+        ),
+    ] = (DEFAULT_EXECUTOR),
     workers: Annotated[
         int | None, typer.Option("--workers", "-w", min=1, help="Kernels at once (parallel executors).")
     ] = None,

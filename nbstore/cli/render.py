@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -18,6 +17,7 @@ from rich.text import Text
 from nbstore.records import NbCacheRecord, NbStageRecord
 
 __all__ = [
+    "Grid",
     "STATUS_STYLES",
     "cache_record_json",
     "cache_table",
@@ -66,6 +66,10 @@ def console(*, stderr: bool = False) -> Console:
 def show(renderable: Any) -> None:
     """Print a table on stdout: as Rich draws it on a terminal, without trailing blanks when piped."""
     con = console()
+    if isinstance(renderable, Grid):
+        for line in renderable.lines():
+            con.print(line, soft_wrap=True)
+        return
     if con.is_terminal:
         con.print(renderable)
         return
@@ -150,18 +154,48 @@ def stage_record_json(record: NbStageRecord) -> dict:
     }
 
 
-def _table(*columns: str, numeric: Sequence[str] = ()) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for name in columns:
-        table.add_column(name, justify="right" if name in numeric else "left", overflow="fold")
-    return table
+class Grid:
+    """An aligned table (bold header, rule, rows) laid out directly: Rich's Table takes ~0.1 s per 300 rows."""
+
+    #: Space between columns (what Rich's SIMPLE_HEAD box with one cell of padding gives).
+    GAP = "   "
+
+    def __init__(self, *columns: str, numeric: Sequence[str] = ()) -> None:
+        self.columns = list(columns)
+        self.numeric = [name in numeric for name in columns]
+        self.rows: list[list[Text]] = []
+
+    def add_row(self, *cells: str | Text) -> None:
+        """Add one row of plain or styled cells."""
+        self.rows.append([c if isinstance(c, Text) else Text(str(c)) for c in cells])
+
+    def lines(self) -> list[Text]:
+        """Return the header, the rule and one line per row (never wrapped, no trailing blanks)."""
+        widths = [max([len(h)] + [row[i].cell_len for row in self.rows]) for i, h in enumerate(self.columns)]
+
+        def line(cells: list[Text], style: str = "") -> Text:
+            out = Text(style=style)
+            for i, cell in enumerate(cells):
+                pad = " " * (widths[i] - cell.cell_len)
+                if i:
+                    out.append(self.GAP)
+                out.append_text(Text(pad) + cell if self.numeric[i] else cell + Text(pad))
+            out.rstrip()
+            return out
+
+        rule = Text("─" * (sum(widths) + len(self.GAP) * (len(widths) - 1)))
+        return [line([Text(h) for h in self.columns], "bold"), rule, *(line(row) for row in self.rows)]
+
+
+def _table(*columns: str, numeric: Sequence[str] = ()) -> Grid:
+    return Grid(*columns, numeric=numeric)
 
 
 def _status(text: str) -> Text:
     return Text(text, style=STATUS_STYLES.get(text, ""))
 
 
-def cache_table(records: Iterable[NbCacheRecord], *, hashkeys: bool = False) -> Table:
+def cache_table(records: Iterable[NbCacheRecord], *, hashkeys: bool = False) -> Grid:
     """Return the table of cache records: ID, Origin, Created, Accessed[, Hashkey], Artifacts, Data."""
     records = list(records)
     with_data = any(r.data for r in records)
@@ -178,7 +212,7 @@ def cache_table(records: Iterable[NbCacheRecord], *, hashkeys: bool = False) -> 
     return table
 
 
-def stage_table(rows: Iterable[dict]) -> Table:
+def stage_table(rows: Iterable[dict]) -> Grid:
     """Return the table of staged notebooks (rows as stage list --json gives them)."""
     table = _table("ID", "Notebook", "Staged", "Assets", "Cache ID", "Last run", numeric=("ID", "Assets", "Cache ID"))
     for row in rows:
@@ -194,7 +228,7 @@ def stage_table(rows: Iterable[dict]) -> Table:
     return table
 
 
-def status_table(rows: Iterable[dict]) -> Table:
+def status_table(rows: Iterable[dict]) -> Grid:
     """Return the status table: every staged notebook with its state, cache ID and last run."""
     table = _table("ID", "Notebook", "Status", "Cache ID", "Last run", "Took", numeric=("ID", "Cache ID", "Took"))
     for row in rows:
@@ -209,7 +243,7 @@ def status_table(rows: Iterable[dict]) -> Table:
     return table
 
 
-def execute_table(rows: Iterable[dict]) -> Table:
+def execute_table(rows: Iterable[dict]) -> Grid:
     """Return the summary table of an execution: one row per notebook the executor considered."""
     table = _table("ID", "Notebook", "Status", "Took", "Cache ID", "Reason", numeric=("ID", "Took", "Cache ID"))
     for row in rows:
@@ -244,7 +278,7 @@ def traceback_text(text: str) -> Text:
     return Text.from_ansi(text)
 
 
-def problems_table(problems: Iterable[dict]) -> Table:
+def problems_table(problems: Iterable[dict]) -> Grid:
     """Return the table of problems `nbstore verify` found."""
     table = _table("Kind", "Path", "Detail", "Repaired")
     for p in problems:
