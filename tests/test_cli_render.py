@@ -106,7 +106,7 @@ def test_grid_aligns_by_display_width_and_keeps_styles():
     grid.add_row("12", "a.ipynb", "")
     header, rule, first, second = grid.lines()
     assert header.plain == "ID   " + "Name".ljust(12) + "   State" and header.style == "bold"
-    assert rule.plain == "─" * len(header.plain)
+    assert rule.plain == "─" * len(" 7   " + "x" * 12 + "   failed")
     assert first.plain == " 7   ノート.ipynb   failed"
     assert second.plain == "12   a.ipynb"
     assert any(span.style == "red" and first.plain[span.start : span.end] == "failed" for span in first.spans)
