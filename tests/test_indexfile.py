@@ -65,3 +65,14 @@ def test_replay_applies_puts_deletes_and_volatile_facts():
     assert set(state.cache) == {"k1"} and state.touched == {}
     assert state.high_water == {"cache": 2, "stage": 7}
     assert state.tracebacks == {"s": "boom"} and state.fingerprint == [1, 2]
+
+
+def test_parse_agrees_with_json_loads_on_unusual_bodies():
+    """Bodies with valid checksums but padding, non-objects or bad JSON parse exactly as json.loads would."""
+    import zlib
+
+    bodies = [b' {"op":"sync"} ', b'{"op": "touch", "name": "x"}', b"[1, 2]", b"{oops}", b'{"a":1}{"b":2}', b"\xff{}"]
+    data = b"".join(b"%08x %s\n" % (zlib.crc32(b), b) for b in bodies)
+    parsed, bad = parse_lines(data)
+    assert parsed == [{"op": "sync"}, {"op": "touch", "name": "x"}]
+    assert bad == 4

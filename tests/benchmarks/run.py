@@ -655,13 +655,18 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="nbstore-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     harness = Harness(sizes, work, jc_python, verbose=not args.quiet)
+    errors: list[str] = []
     try:
         harness.make_corpus()
         groups = args.only or list(WORKLOADS)
         for name in WORKLOADS:
             if name in groups:
                 t0 = time.perf_counter()
-                getattr(harness, WORKLOADS[name])()
+                try:
+                    getattr(harness, WORKLOADS[name])()
+                except Exception as exc:  # one broken group must not lose the others' numbers
+                    errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                    harness.log(f"{name} FAILED: {exc}")
                 harness.log(f"{name}: {time.perf_counter() - t0:.0f} s")
     finally:
         if args.workdir is None:
@@ -679,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         "nbstore": metadata.version("nbstore-cache"),
         "sizes": vars(sizes),
         "seconds": round(time.perf_counter() - started, 1),
+        "errors": errors,
         "command": " ".join(["python", "tests/benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     print(f"\nnbstore benchmark — {meta['date']} — {meta['machine']}")
@@ -687,7 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(to_json(rows, meta), indent=1) + "\n")
-    return 0
+    for error in errors:
+        print(f"\nFAILED {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
