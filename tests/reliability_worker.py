@@ -110,6 +110,22 @@ def cmd_reader(store: str, go: str, total: str) -> None:
     say(json.dumps({"errors": errors, "reads": reads}))
 
 
+def cmd_maint(store: str, go: str, rounds: str) -> None:
+    """Run gc, verify and verify(repair=True) over and over while others write; print what they reported."""
+    cache = nbstore.get_cache(store)
+    wait_go(Path(go))
+    problems: list[str] = []
+    removed = 0
+    for i in range(int(rounds)):
+        try:
+            removed += len(cache.gc().removed)
+            report = cache.verify(repair=i % 2 == 1)
+            problems += [f"{p.kind} {p.path}: {p.detail}" for p in report.problems]
+        except nbstore.StoreNotFoundError:
+            time.sleep(0.01)  # the writers have not created the store yet
+    say(json.dumps({"problems": problems, "removed": removed}))
+
+
 def cmd_crashwriter(store: str, folder: str, seed: str) -> None:
     """Cache, remove and stage notebooks until killed, announcing each call that returned."""
     rng = random.Random(int(seed))

@@ -105,3 +105,25 @@ def test_readers_see_whole_records_while_writers_write(tmp_path):
     assert summary["errors"] == [], sorted(set(summary["errors"]))[:5]
     assert summary["reads"] > 0
     assert len(nbstore.get_cache(store).list_cache_records()) == 120
+
+
+def test_gc_verify_and_repair_running_alongside_writers_lose_nothing(tmp_path):
+    """gc, verify and verify(repair=True) looping while three processes write find no problem and lose nothing."""
+    store = tmp_path / "store"
+    go = tmp_path / "go"
+    procs = [start_worker("cache", str(store), str(tmp_path / f"nbs{w}"), f"g{w}", "50", str(go)) for w in range(3)]
+    maint = start_worker("maint", str(store), str(go), "60")
+    outs = _run_all([*procs, maint], go)
+    summary = json.loads(outs[-1].splitlines()[-1])
+    assert summary["problems"] == []
+    returned = {}
+    for out in outs[:-1]:
+        for line in out.splitlines():
+            _, key, pk = line.split()
+            returned[key] = int(pk)
+    cache = nbstore.get_cache(store)
+    assert {r.hashkey: r.pk for r in cache.list_cache_records()} == returned
+    assert len(returned) == 150
+    assert cache.verify().problems == ()
+    for record in cache.list_cache_records():
+        assert cache.get_cache_bundle(record.pk).nb.cells

@@ -16,6 +16,8 @@ import pytest
 
 import nbstore
 from nbstore import StoreBusyError, StoreCorruptError, StoreFormatError, StoreWriteError
+from nbstore.indexfile import frame
+from nbstore.store.locking import store_lock
 from tests.storetools import WORKER, executed_nb, record_files, snapshot, start_worker, wait_for_line, write_nb
 
 
@@ -397,3 +399,35 @@ def test_store_being_created_reads_as_empty_not_foreign(tmp_path):
     (root / "objects" / "ab").mkdir()
     with pytest.raises(StoreFormatError, match="not an nbstore store"):
         nbstore.get_cache(root).list_cache_records()
+
+
+def test_index_replaced_under_a_reader_by_a_file_with_the_same_inode(tmp_path, filled):
+    """A reader whose index is replaced by a file that reuses the inode number (ext4 does) re-reads it whole."""
+    index = filled.path / "index"
+    reader = nbstore.get_cache(filled.path)
+    assert len(reader.list_cache_records()) == 3
+    offset = index.stat().st_size
+    other = nbstore.get_cache(filled.path)
+    for i in range(8):
+        other.cache_notebook_file(write_nb(tmp_path / "more" / f"m{i}.ipynb", executed_nb(f"more{i}")))
+    os.link(index, tmp_path / "old-index")  # keep the reader's inode, to put it back in place below
+    with store_lock(filled.layout.lock):
+        other.rebuild_index()
+    compact = index.read_bytes().splitlines(keepends=True)
+    os.replace(tmp_path / "old-index", index)
+    assert sum(map(len, compact)) > offset + 200
+    # Rewrite the compacted index into the reader's old inode, with a line ending exactly where the reader
+    # stopped: the worst case of a recycled inode (a misaligned one shows up as a garbled line).
+    head, used = [], 0
+    while used + len(compact[len(head)]) <= offset - 60:
+        used += len(compact[len(head)])
+        head.append(compact[len(head)])
+    pad = frame({"op": "pad", "x": ""})
+    pad = frame({"op": "pad", "x": "p" * (offset - used - len(pad))})
+    crafted = b"".join(head) + pad + b"".join(compact[len(head) :])
+    assert len(b"".join(head) + pad) == offset
+    with open(index, "r+b") as fh:
+        fh.write(crafted)
+        fh.truncate()
+    assert len(reader.list_cache_records()) == 11
+    assert reader.cache_notebook_file(write_nb(tmp_path / "last.ipynb", executed_nb("last"))).pk == 12

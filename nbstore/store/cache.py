@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -83,6 +84,7 @@ class NbStore:
         self._state: IndexState | None = None
         self._index_id: tuple | None = None
         self._index_offset = 0
+        self._index_head = b""
         self._memo: dict = {}
         self._config_stat: tuple | None | bool = False  # False: not checked yet
 
@@ -156,14 +158,24 @@ class NbStore:
         try:
             st = os.fstat(fd)
             ident = (st.st_ino, st.st_dev)
-            if self._state is not None and self._index_id == ident and st.st_size == self._index_offset:
+            # File systems recycle inode numbers at once (ext4 does): a rewritten index can have the old
+            # one, so the first line, which holds a random id, tells whether this is still the file read.
+            same = (
+                self._state is not None
+                and self._index_id == ident
+                and st.st_size >= self._index_offset
+                and os.pread(fd, len(self._index_head), 0) == self._index_head
+            )
+            if same and st.st_size == self._index_offset:
                 return self._state
-            if self._state is None or self._index_id != ident or st.st_size < self._index_offset:
+            if not same:
                 self._state, self._index_offset, self._memo = IndexState(), 0, {}
             size = st.st_size - self._index_offset
             data = os.pread(fd, size, self._index_offset) if size > 0 else b""
         finally:
             os.close(fd)
+        if self._index_offset == 0:
+            self._index_head = data[: data.find(b"\n") + 1]
         # Only whole lines are consumed: a line still being appended is read again next time.
         end = data.rfind(b"\n") + 1
         entries, bad = parse_lines(data[:end])
@@ -307,7 +319,7 @@ class NbStore:
 
     def _write_index(self, state: IndexState) -> None:
         """Replace the index with a compact one holding state (caller holds the lock)."""
-        parts = [frame({"op": "header", "format": FORMAT})]
+        parts = [frame({"op": "header", "format": FORMAT, "id": secrets.token_hex(8)})]
         for kind in ("cache", "stage"):
             parts.append(frame({"op": "hw", "kind": kind, "pk": state.high_water[kind]}))
         for name in sorted(state.cache):

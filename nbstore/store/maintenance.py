@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nbstore.errors import StoreNotFoundError, StoreWriteError
+from nbstore.errors import StoreCorruptError, StoreNotFoundError, StoreWriteError
 from nbstore.indexfile import IndexState, parse_lines
 from nbstore.layout import FORMAT
 from nbstore.records import dump_json
@@ -413,9 +413,18 @@ def gc(store: NbStore, *, dry_run: bool = False, min_temp_age: float = DEFAULT_M
     removed: list[str] = []
     freed = 0
     with _locked(store, required=not dry_run) as locked:
+        # A record file that cannot be parsed might need any object: refuse until verify has dealt with it.
+        _scanned, unreadable = store._scan_sidecars(IndexState())
+        damaged = [_rel(store, path) for path, _reason in unreadable if path.parent == store.layout.cache]
+        if damaged:
+            raise StoreCorruptError(
+                f"gc refused: {len(damaged)} cache record file(s) cannot be read ({', '.join(damaged)}); "
+                "run `nbstore verify --repair` first"
+            )
+        before_sync = _referenced(store)
         if locked:
             store._sync_locked()
-        live = _referenced(store)
+        live = before_sync | _referenced(store)
         doomed: list[tuple[Path, int]] = []
         for path, oid in _object_files(store):
             if oid is None or oid in live:
