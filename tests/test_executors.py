@@ -420,6 +420,17 @@ def test_local_executor_runs_in_the_notebook_folder(tmp_path, guard):
     assert cache.get_cache_record(result.outcomes[0].cache_pk).artifacts == {}
 
 
+@pytest.mark.parametrize("ending", ["print('done')", "raise Exception('oopsie!')"])
+def test_processes_a_notebook_leaves_are_stopped(tmp_path, guard, ending):
+    """A subprocess a notebook starts and leaves running is stopped with its kernel, success or failure."""
+    path = code_nb(tmp_path / "spawn.ipynb", "import subprocess\nchild = subprocess.Popen(['sleep', '300'])", ending)
+    cache = get_cache(tmp_path / ".nbstore")
+    cache.stage_notebook_file(path)
+    result = load_executor("local-serial", cache=cache).run_and_cache()
+    assert result.outcomes[0].status == ("succeeded" if "done" in ending else "excepted")
+    # The guard fails the test if the `sleep` outlives the run.
+
+
 def test_temp_executor_missing_asset_is_errored(tmp_path, guard):
     """An asset deleted after staging makes a temp-* run 'errored' with a reason naming it."""
     path = _asset_notebook(tmp_path / "project")

@@ -61,11 +61,11 @@ class _Kernel:
     deadline: float = field(default=0.0)
 
 
-def _kill_group(pgid: int | None) -> None:
+def _kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:
     if pgid is None or pgid <= 1:
         return
     with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, sig)
 
 
 class Kernels:
@@ -132,9 +132,9 @@ class Kernels:
         self._finalize(handle)
 
     def _finalize(self, handle: _Kernel) -> None:
-        # The process is gone; remove its connection file and sockets.
-        if handle.proc is not None:
-            handle.proc.poll()
+        # The kernel is gone: stop what the notebook left running in its process group, remove its files.
+        if handle.proc is not None and handle.proc.poll() is not None:
+            _kill_group(handle.pgid, signal.SIGTERM)
         try:
             run_sync(handle.km.cleanup_resources)()
         except Exception as exc:  # noqa: BLE001
@@ -231,6 +231,7 @@ def execute_notebook(
         if on_kernel is not None:
             on_kernel(handle.pgid)
         client.start_new_kernel_client()
+        kernels.reap()  # the previous notebook's kernel has usually exited by now
         reply = client.wait_for_reply(client.kc.kernel_info())
         if reply is not None and "language_info" in reply.get("content", {}):
             nb.metadata["language_info"] = reply["content"]["language_info"]
