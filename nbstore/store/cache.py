@@ -628,8 +628,16 @@ class NbStore:
             self._evict(self._state, self._read_config().get("cache_limit", DEFAULT_CACHE_LIMIT), keep=key)
         return record
 
+    def _in_repository(self) -> bool:
+        """True if the store lies in a git work tree (a branch there may add a record using any object)."""
+        return any((folder / ".git").exists() for folder in (self.path, *self.path.parents))
+
     def _delete_cache_records(self, state: IndexState, keys: list[str]) -> None:
-        """Remove cache records and the objects no remaining record refers to (caller holds the lock)."""
+        """Remove cache records and the objects no remaining record refers to (caller holds the lock).
+
+        In a git work tree the objects are left for gc: git would delete an object that this branch no
+        longer uses even where a merged branch added a record that uses it.
+        """
         if not keys:
             return
         dropped = set()
@@ -641,6 +649,8 @@ class NbStore:
             with suppress(FileNotFoundError):
                 os.unlink(self.layout.cache_sidecar(key))
         self._append(*({"op": "del", "kind": "cache", "name": k} for k in keys))
+        if self._in_repository():
+            return  # objects wait for gc: another branch may add a record that uses one of them
         live = set()
         for rec in self._state.cache.values():
             live.add(rec["notebook"])
