@@ -26,7 +26,11 @@ CLOSE_GRACE = 10.0
 
 # A fresh interpreter that finds this nbstore even when it is not installed (tests, source checkouts),
 # without touching the environment that kernels inherit.
-WORKER_CODE = "import sys; sys.path[:0] = {path!r}; from nbstore.executors.worker import main; sys.exit(main())"
+WORKER_CODE = (
+    "import sys; root = {root!r}\n"
+    "if root not in sys.path: sys.path.insert(0, root)\n"
+    "from nbstore.executors.worker import main; sys.exit(main())"
+)
 
 
 @dataclass(eq=False)
@@ -80,7 +84,7 @@ class Pool:
         self.workers: list[WorkerHandle] = []
         self._sel = selectors.DefaultSelector()
         package_root = str(Path(__file__).resolve().parents[2])
-        self._code = WORKER_CODE.format(path=[package_root])
+        self._code = WORKER_CODE.format(root=package_root)
 
     def start_worker(self) -> WorkerHandle:
         """Start one worker; it reports "ready" once its imports are done."""
