@@ -43,6 +43,21 @@ SYSTEMS = ("nbstore", "jcache")
 SHARED_PINS = ("nbformat", "nbclient", "jupyter_client", "ipykernel")
 
 
+# Runs argv[1:] with its output discarded; prints "<wall seconds> <peak RSS KB of the children>".
+LAUNCHER = """
+import os, sys, time, resource
+devnull = os.open(os.devnull, os.O_WRONLY)
+start = time.perf_counter()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1)])
+_, status = os.waitpid(pid, 0)
+wall = time.perf_counter() - start
+code = os.waitstatus_to_exitcode(status)
+if code:
+    sys.exit(code)
+print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
 @dataclass
 class Sizes:
     """How much work each workload does (full run or --quick)."""
@@ -185,17 +200,24 @@ class Harness:
         return json.loads(lines[-1][len("BENCH-RESULT ") :])
 
     def command(self, argv: list[str]) -> tuple[float, float]:
-        """Run a command to completion; return (wall seconds, peak RSS in MB of it and its children)."""
+        """Run a command to completion; return (wall seconds, peak RSS in MB of it and its children).
+
+        A small launcher process starts the command: a child's peak RSS on Linux starts from its parent's
+        at fork time, so forking from this (large) process would inflate it.
+        """
         with tempfile.TemporaryFile() as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=self.env, cwd=self.work)
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
+            proc = subprocess.run(
+                [str(self.python["nbstore"]), "-S", "-c", LAUNCHER, *argv],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=self.env,
+                cwd=self.work,
+            )
             if proc.returncode != 0:
                 err.seek(0)
                 raise RuntimeError(f"{argv} failed (exit {proc.returncode}):\n{err.read().decode()[-3000:]}")
-        return wall, usage.ru_maxrss / 1024
+        wall, rss_kb = proc.stdout.split()[-2:]
+        return float(wall), int(rss_kb) / 1024
 
     def rounds(self) -> list[bool]:
         """Return one flag per round: True for warm-up rounds (run but not recorded)."""

@@ -191,9 +191,7 @@ def floor(files: list[str]) -> dict:
     start = time.perf_counter()
     for path in files:
         nb = nbformat.read(path, as_version=4)
-        nbclient.execute(
-            nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(Path(path).parent)}}
-        )
+        nbclient.execute(nb, cwd=str(Path(path).parent), timeout=60, kernel_name="python3")
     return {"floor": time.perf_counter() - start, "succeeded": len(files), "n": len(files)}
 
 
