@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 
 from nbstore import get_cache
-from nbstore.errors import ExecutorNotFoundError
 from nbstore.executors import (
     ExecutionEvent,
-    ExecutionResult,
-    NotebookOutcome,
     list_executors,
     load_executor,
 )
@@ -30,65 +27,6 @@ def guard():
     """Fail the test if a worker or kernel it started outlives it (and kill such a survivor)."""
     with process_guard() as marker:
         yield marker
-
-
-# ---------------------------------------------------------------------------------------------- loading
-
-
-def test_list_executors_names_the_shipped_ones():
-    """list_executors returns the entry points of the five shipped executors."""
-    names = [ep.name for ep in list_executors()]
-    assert set(names) >= {"basic", "local-serial", "temp-serial", "local-parallel", "temp-parallel"}
-    assert names == sorted(names)
-
-
-def test_load_executor_repr_and_kind(tmp_path):
-    """load_executor binds the named class to the cache; its repr names both, as the seed shows."""
-    cache = get_cache(tmp_path / ".nbstore")
-    executor = load_executor("basic", cache=cache)
-    assert repr(executor) == f"LocalSerialExecutor(cache=NbStore('{tmp_path / '.nbstore'}'))"
-    assert type(load_executor("temp-parallel", cache=cache)).__name__ == "TempParallelExecutor"
-    assert load_executor("local-parallel", cache=cache).worker_count(3) == 3
-    assert load_executor("temp-serial", cache=cache).worker_count(3) == 1
-
-
-def test_unknown_executor_names_the_known_ones(tmp_path):
-    """An unknown name raises ExecutorNotFoundError (a KeyError) listing the installed executors."""
-    with pytest.raises(ExecutorNotFoundError) as info:
-        load_executor("nope", cache=get_cache(tmp_path / ".nbstore"))
-    assert isinstance(info.value, KeyError)
-    assert "'nope'" in str(info.value) and "local-parallel" in str(info.value)
-
-
-def test_bad_options_are_refused(tmp_path):
-    """A non-positive worker count or a non-numeric timeout is a ValueError before anything runs."""
-    executor = load_executor("local-parallel", cache=get_cache(tmp_path / ".nbstore"))
-    with pytest.raises(ValueError, match="workers"):
-        executor.run_and_cache(workers=0)
-    with pytest.raises(ValueError, match="timeout"):
-        executor.run_and_cache(timeout="soon")
-
-
-def test_nothing_staged_runs_nothing(tmp_path):
-    """With nothing staged the result is the seed's empty dict and no worker starts."""
-    result = load_executor("local-parallel", cache=get_cache(tmp_path / ".nbstore")).run_and_cache()
-    assert result == {"succeeded": [], "excepted": [], "errored": []}
-    assert result.outcomes == ()
-
-
-def test_result_is_a_read_only_mapping():
-    """ExecutionResult indexes, compares and prints like the seed's dict and keeps the outcomes."""
-    outcomes = (
-        NotebookOutcome(1, "/a.ipynb", "succeeded", 1.0, 7),
-        NotebookOutcome(2, "/b.ipynb", "excepted", 0.5, None, "Exception: x (cell 1)"),
-    )
-    result = ExecutionResult(outcomes)
-    expected = {"succeeded": ["/a.ipynb"], "excepted": ["/b.ipynb"], "errored": []}
-    assert result == expected and dict(result) == expected and repr(result) == repr(expected)
-    assert result["excepted"] == ["/b.ipynb"] and result.errored == [] and list(result) == list(expected)
-    with pytest.raises(KeyError):
-        result["skipped"]
-    assert result != {"succeeded": [], "excepted": [], "errored": []}
 
 
 # ---------------------------------------------------------------------------------------------- the zoo
@@ -153,153 +91,142 @@ def _status(zoo) -> dict[str, str]:
     return {name: o.status for name, o in zoo["out"].items()}
 
 
-def test_zoo_statuses(zoo):
-    """Each notebook ends as its kind says: cell errors and timeouts 'excepted'; cannot-run 'errored'."""
-    assert _status(zoo) == {
-        "ok": "succeeded",
-        "twin": "succeeded",
-        "slow_ok": "succeeded",
-        "allowed": "succeeded",
-        "tagged": "succeeded",
-        "loud": "succeeded",
-        "oops": "excepted",
-        "hang": "excepted",
-        "die": "errored",
-        "nokernel": "errored",
-        "badmeta": "errored",
-        "missing": "errored",
-        "garbled": "errored",
-    }
+@pytest.mark.slow
+class TestOneParallelRun:
+    """Properties of one local-parallel run over the zoo (one notebook per way of ending)."""
 
+    def test_zoo_statuses(self, zoo):
+        """Each notebook ends as its kind says: cell errors and timeouts 'excepted'; cannot-run 'errored'."""
+        assert _status(zoo) == {
+            "ok": "succeeded",
+            "twin": "succeeded",
+            "slow_ok": "succeeded",
+            "allowed": "succeeded",
+            "tagged": "succeeded",
+            "loud": "succeeded",
+            "oops": "excepted",
+            "hang": "excepted",
+            "die": "errored",
+            "nokernel": "errored",
+            "badmeta": "errored",
+            "missing": "errored",
+            "garbled": "errored",
+        }
 
-def test_result_lists_uris_like_the_seed(zoo):
-    """The result equals the seed's dict of absolute URIs, in stage order."""
-    result, paths, pks = zoo["result"], zoo["paths"], zoo["pks"]
-    by_pk = sorted(pks, key=pks.get)
-    expected = {
-        status: [str(paths[n]) for n in by_pk if zoo["out"][n].status == status]
-        for status in ("succeeded", "excepted", "errored")
-    }
-    assert result == expected
-    assert [o.pk for o in result.outcomes] == sorted(pks.values())
+    def test_result_lists_uris_like_the_seed(self, zoo):
+        """The result equals the seed's dict of absolute URIs, in stage order."""
+        result, paths, pks = zoo["result"], zoo["paths"], zoo["pks"]
+        by_pk = sorted(pks, key=pks.get)
+        expected = {
+            status: [str(paths[n]) for n in by_pk if zoo["out"][n].status == status]
+            for status in ("succeeded", "excepted", "errored")
+        }
+        assert result == expected
+        assert [o.pk for o in result.outcomes] == sorted(pks.values())
 
+    def test_success_is_cached_with_seconds_under_the_pre_run_key(self, zoo):
+        """A success is cached with data['execution_seconds'] under the key of the notebook as staged."""
+        cache, out = zoo["cache"], zoo["out"]
+        record = cache.get_cache_record(out["ok"].cache_pk)
+        assert record.hashkey == zoo["keys"]["ok"]
+        assert set(record.data) == {"execution_seconds"} and record.data["execution_seconds"] > 0
+        assert record.data["execution_seconds"] == pytest.approx(out["ok"].seconds)
+        bundle = cache.get_cache_bundle(record.pk)
+        outputs = [c["outputs"] for c in bundle.nb.cells]
+        assert outputs[-1][0]["text"] == "2\n"
+        assert bundle.nb.metadata["language_info"]["name"] == "python"
+        assert cache.match_cache_file(zoo["paths"]["ok"]).pk == record.pk
 
-def test_success_is_cached_with_seconds_under_the_pre_run_key(zoo):
-    """A success is cached with data['execution_seconds'] under the key of the notebook as staged."""
-    cache, out = zoo["cache"], zoo["out"]
-    record = cache.get_cache_record(out["ok"].cache_pk)
-    assert record.hashkey == zoo["keys"]["ok"]
-    assert set(record.data) == {"execution_seconds"} and record.data["execution_seconds"] > 0
-    assert record.data["execution_seconds"] == pytest.approx(out["ok"].seconds)
-    bundle = cache.get_cache_bundle(record.pk)
-    outputs = [c["outputs"] for c in bundle.nb.cells]
-    assert outputs[-1][0]["text"] == "2\n"
-    assert bundle.nb.metadata["language_info"]["name"] == "python"
-    assert cache.match_cache_file(zoo["paths"]["ok"]).pk == record.pk
+    def test_success_clears_the_old_traceback(self, zoo):
+        """A success clears the traceback that an earlier failure left on the stage record."""
+        assert zoo["cache"].get_staged_record(zoo["pks"]["ok"]).traceback == ""
 
+    def test_a_notebook_staged_twice_is_one_run(self, zoo):
+        """Two stage records with the same code share one run and one cache record."""
+        out = zoo["out"]
+        assert zoo["log"].read_text().splitlines().count("ok") == 1
+        assert out["twin"].cache_pk == out["ok"].cache_pk
+        assert "same code as" in out["twin"].reason
 
-def test_success_clears_the_old_traceback(zoo):
-    """A success clears the traceback that an earlier failure left on the stage record."""
-    assert zoo["cache"].get_staged_record(zoo["pks"]["ok"]).traceback == ""
+    def test_exception_traceback_names_the_exception(self, zoo):
+        """A raising cell makes the run 'excepted'; the stage record's traceback names 'Exception: oopsie!'."""
+        cache, pk = zoo["cache"], zoo["pks"]["oops"]
+        traceback = cache.get_staged_record(pk).traceback
+        assert "Exception: oopsie!" in traceback and "\x1b[" not in traceback
+        assert "raise Exception('oopsie!')" in traceback
+        assert zoo["out"]["oops"].reason == "Exception: oopsie! (cell 3)"  # cell 1 is markdown
+        assert cache.get_cache_record_of_staged(pk) is None
 
+    def test_timeout_is_excepted(self, zoo):
+        """A cell that outlives the timeout ends the run as 'excepted', saying so."""
+        out = zoo["out"]["hang"]
+        assert out.reason == "cell 2 timed out after 2 s"
+        assert "timed out" in zoo["cache"].get_staged_record(zoo["pks"]["hang"]).traceback
 
-def test_a_notebook_staged_twice_is_one_run(zoo):
-    """Two stage records with the same code share one run and one cache record."""
-    out = zoo["out"]
-    assert zoo["log"].read_text().splitlines().count("ok") == 1
-    assert out["twin"].cache_pk == out["ok"].cache_pk
-    assert "same code as" in out["twin"].reason
+    def test_metadata_overrides_timeout_and_allow_errors(self, zoo):
+        """metadata.execution.timeout / allow_errors override the run's options for that notebook."""
+        cache, out = zoo["cache"], zoo["out"]
+        assert out["slow_ok"].seconds > 2
+        allowed = cache.get_cache_bundle(out["allowed"].cache_pk).nb
+        assert allowed.cells[0].outputs[0]["ename"] == "ZeroDivisionError"
+        assert allowed.cells[1].outputs[0]["text"] == "went on\n"
 
+    def test_bad_metadata_is_errored_with_reason(self, zoo):
+        """An execution option of the wrong type stops that notebook with a reason naming the option."""
+        assert "metadata.execution.timeout" in zoo["out"]["badmeta"].reason
 
-def test_exception_traceback_names_the_exception(zoo):
-    """A raising cell makes the run 'excepted'; the stage record's traceback names 'Exception: oopsie!'."""
-    cache, pk = zoo["cache"], zoo["pks"]["oops"]
-    traceback = cache.get_staged_record(pk).traceback
-    assert "Exception: oopsie!" in traceback and "\x1b[" not in traceback
-    assert "raise Exception('oopsie!')" in traceback
-    assert zoo["out"]["oops"].reason == "Exception: oopsie! (cell 3)"  # cell 1 is markdown
-    assert cache.get_cache_record_of_staged(pk) is None
+    def test_raises_exception_tag(self, zoo):
+        """A cell tagged raises-exception may raise: the run goes on and is cached."""
+        nb = zoo["cache"].get_cache_bundle(zoo["out"]["tagged"].cache_pk).nb
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code[0].outputs[0]["ename"] == "ValueError"
+        assert code[1].outputs[0]["text"] == "went on\n"
 
+    def test_kernel_death_is_errored(self, zoo):
+        """A kernel that dies (os._exit in a cell) ends as 'errored' with the reason recorded."""
+        out = zoo["out"]["die"]
+        assert out.reason.startswith("the kernel died (exit code 1)") and "cell 2" in out.reason
+        assert zoo["cache"].get_staged_record(zoo["pks"]["die"]).traceback == out.reason
 
-def test_timeout_is_excepted(zoo):
-    """A cell that outlives the timeout ends the run as 'excepted', saying so."""
-    out = zoo["out"]["hang"]
-    assert out.reason == "cell 2 timed out after 2 s"
-    assert "timed out" in zoo["cache"].get_staged_record(zoo["pks"]["hang"]).traceback
+    def test_unknown_kernel_is_errored(self, zoo):
+        """A kernelspec naming no installed kernel is 'errored', naming the kernel and the installed ones."""
+        reason = zoo["out"]["nokernel"].reason
+        assert "'no-such-kernel-nbstore' is not installed" in reason and "python3" in reason
 
+    def test_missing_and_unreadable_notebooks_are_errored(self, zoo):
+        """A staged file that is gone or not a notebook is 'errored' with the read error as reason."""
+        out, cache = zoo["out"], zoo["cache"]
+        assert "not found" in out["missing"].reason
+        assert "invalid JSON" in out["garbled"].reason
+        assert cache.get_staged_record(zoo["pks"]["garbled"]).traceback == out["garbled"].reason
 
-def test_metadata_overrides_timeout_and_allow_errors(zoo):
-    """metadata.execution.timeout / allow_errors override the run's options for that notebook."""
-    cache, out = zoo["cache"], zoo["out"]
-    assert out["slow_ok"].seconds > 2
-    allowed = cache.get_cache_bundle(out["allowed"].cache_pk).nb
-    assert allowed.cells[0].outputs[0]["ename"] == "ZeroDivisionError"
-    assert allowed.cells[1].outputs[0]["text"] == "went on\n"
+    def test_megabytes_of_output_are_cached(self, zoo):
+        """A notebook printing 5 MB succeeds and its output is cached whole."""
+        nb = zoo["cache"].get_cache_bundle(zoo["out"]["loud"].cache_pk).nb
+        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        assert len(text) == 50 * 100_001
 
+    def test_events_bracket_every_outcome(self, zoo):
+        """Every outcome has one 'start' then one 'end' event carrying its status, index and the total."""
+        events, result = zoo["events"], zoo["result"]
+        total = len(result.outcomes)
+        for outcome in result.outcomes:
+            mine = [e for e in events if e.pk == outcome.pk]
+            assert [e.kind for e in mine] == ["start", "end"]
+            assert mine[1].status == outcome.status and mine[1].seconds == outcome.seconds
+            assert mine[1].reason == outcome.reason and mine[0].total == total and mine[0].uri == outcome.uri
+        assert sorted({e.index for e in events}) == list(range(total))
 
-def test_bad_metadata_is_errored_with_reason(zoo):
-    """An execution option of the wrong type stops that notebook with a reason naming the option."""
-    assert "metadata.execution.timeout" in zoo["out"]["badmeta"].reason
-
-
-def test_raises_exception_tag(zoo):
-    """A cell tagged raises-exception may raise: the run goes on and is cached."""
-    nb = zoo["cache"].get_cache_bundle(zoo["out"]["tagged"].cache_pk).nb
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code[0].outputs[0]["ename"] == "ValueError"
-    assert code[1].outputs[0]["text"] == "went on\n"
-
-
-def test_kernel_death_is_errored(zoo):
-    """A kernel that dies (os._exit in a cell) ends as 'errored' with the reason recorded."""
-    out = zoo["out"]["die"]
-    assert out.reason.startswith("the kernel died (exit code 1)") and "cell 2" in out.reason
-    assert zoo["cache"].get_staged_record(zoo["pks"]["die"]).traceback == out.reason
-
-
-def test_unknown_kernel_is_errored(zoo):
-    """A kernelspec naming no installed kernel is 'errored', naming the kernel and the installed ones."""
-    reason = zoo["out"]["nokernel"].reason
-    assert "'no-such-kernel-nbstore' is not installed" in reason and "python3" in reason
-
-
-def test_missing_and_unreadable_notebooks_are_errored(zoo):
-    """A staged file that is gone or not a notebook is 'errored' with the read error as reason."""
-    out, cache = zoo["out"], zoo["cache"]
-    assert "not found" in out["missing"].reason
-    assert "invalid JSON" in out["garbled"].reason
-    assert cache.get_staged_record(zoo["pks"]["garbled"]).traceback == out["garbled"].reason
-
-
-def test_megabytes_of_output_are_cached(zoo):
-    """A notebook printing 5 MB succeeds and its output is cached whole."""
-    nb = zoo["cache"].get_cache_bundle(zoo["out"]["loud"].cache_pk).nb
-    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert len(text) == 50 * 100_001
-
-
-def test_events_bracket_every_outcome(zoo):
-    """Every outcome has one 'start' then one 'end' event carrying its status, index and the total."""
-    events, result = zoo["events"], zoo["result"]
-    total = len(result.outcomes)
-    for outcome in result.outcomes:
-        mine = [e for e in events if e.pk == outcome.pk]
-        assert [e.kind for e in mine] == ["start", "end"]
-        assert mine[1].status == outcome.status and mine[1].seconds == outcome.seconds
-        assert mine[1].reason == outcome.reason and mine[0].total == total and mine[0].uri == outcome.uri
-    assert sorted({e.index for e in events}) == list(range(total))
-
-
-def test_rerun_runs_nothing(zoo, guard):
-    """A second run over the same staged set runs only what failed; the successes match as they are."""
-    cache = zoo["cache"]
-    assert {r.pk for r in cache.list_staged_unexecuted()} == {
-        zoo["pks"][n] for n, s in _status(zoo).items() if s != "succeeded"
-    }
-    ok_only = [zoo["pks"][n] for n in ("ok", "twin", "loud", "tagged")]
-    result = zoo["executor"].run_and_cache(filter_pks=ok_only)
-    assert result == {"succeeded": [], "excepted": [], "errored": []}
-    assert zoo["log"].read_text().splitlines().count("ok") == 1
+    def test_rerun_runs_nothing(self, zoo, guard):
+        """A second run over the same staged set runs only what failed; the successes match as they are."""
+        cache = zoo["cache"]
+        assert {r.pk for r in cache.list_staged_unexecuted()} == {
+            zoo["pks"][n] for n, s in _status(zoo).items() if s != "succeeded"
+        }
+        ok_only = [zoo["pks"][n] for n in ("ok", "twin", "loud", "tagged")]
+        result = zoo["executor"].run_and_cache(filter_pks=ok_only)
+        assert result == {"succeeded": [], "excepted": [], "errored": []}
+        assert zoo["log"].read_text().splitlines().count("ok") == 1
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -320,6 +247,7 @@ def _runs(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+@pytest.mark.slow
 def test_filter_by_pk_and_uri(trio, guard, monkeypatch):
     """filter_pks and filter_uris (absolute or relative) limit the run to those staged notebooks."""
     cache, paths, log = trio
@@ -341,6 +269,7 @@ def test_filter_naming_nothing_staged_warns(trio, caplog):
     assert "elsewhere.ipynb" in caplog.text
 
 
+@pytest.mark.slow
 def test_force_runs_again_and_replaces_the_record(trio, guard):
     """force runs cached notebooks again and replaces their record; without it nothing runs."""
     cache, paths, log = trio
@@ -420,6 +349,7 @@ def test_local_executor_runs_in_the_notebook_folder(tmp_path, guard):
     assert cache.get_cache_record(result.outcomes[0].cache_pk).artifacts == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ending", ["print('done')", "raise Exception('oopsie!')"])
 def test_processes_a_notebook_leaves_are_stopped(tmp_path, guard, ending):
     """A subprocess a notebook starts and leaves running is stopped with its kernel, success or failure."""
@@ -442,6 +372,7 @@ def test_temp_executor_missing_asset_is_errored(tmp_path, guard):
     assert "input.txt" in result.outcomes[0].reason
 
 
+@pytest.mark.slow
 def test_worker_crash_is_errored_and_others_run(tmp_path, guard):
     """A worker that dies mid-notebook makes that notebook 'errored'; the other notebooks still run."""
     killer = code_nb(tmp_path / "killer.ipynb", "import os, signal\nos.kill(int(os.environ['JPY_PARENT_PID']), 9)")

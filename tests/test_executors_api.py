@@ -1,0 +1,65 @@
+"""The executor API without kernels: loading by entry point, options, and the result mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbstore import get_cache
+from nbstore.errors import ExecutorNotFoundError
+from nbstore.executors import ExecutionResult, NotebookOutcome, list_executors, load_executor
+
+
+def test_list_executors_names_the_shipped_ones():
+    """list_executors returns the entry points of the five shipped executors."""
+    names = [ep.name for ep in list_executors()]
+    assert set(names) >= {"basic", "local-serial", "temp-serial", "local-parallel", "temp-parallel"}
+    assert names == sorted(names)
+
+
+def test_load_executor_repr_and_kind(tmp_path):
+    """load_executor binds the named class to the cache; its repr names both, as the seed shows."""
+    cache = get_cache(tmp_path / ".nbstore")
+    executor = load_executor("basic", cache=cache)
+    assert repr(executor) == f"LocalSerialExecutor(cache=NbStore('{tmp_path / '.nbstore'}'))"
+    assert type(load_executor("temp-parallel", cache=cache)).__name__ == "TempParallelExecutor"
+    assert load_executor("local-parallel", cache=cache).worker_count(3) == 3
+    assert load_executor("temp-serial", cache=cache).worker_count(3) == 1
+
+
+def test_unknown_executor_names_the_known_ones(tmp_path):
+    """An unknown name raises ExecutorNotFoundError (a KeyError) listing the installed executors."""
+    with pytest.raises(ExecutorNotFoundError) as info:
+        load_executor("nope", cache=get_cache(tmp_path / ".nbstore"))
+    assert isinstance(info.value, KeyError)
+    assert "'nope'" in str(info.value) and "local-parallel" in str(info.value)
+
+
+def test_bad_options_are_refused(tmp_path):
+    """A non-positive worker count or a non-numeric timeout is a ValueError before anything runs."""
+    executor = load_executor("local-parallel", cache=get_cache(tmp_path / ".nbstore"))
+    with pytest.raises(ValueError, match="workers"):
+        executor.run_and_cache(workers=0)
+    with pytest.raises(ValueError, match="timeout"):
+        executor.run_and_cache(timeout="soon")
+
+
+def test_nothing_staged_runs_nothing(tmp_path):
+    """With nothing staged the result is the seed's empty dict and no worker starts."""
+    result = load_executor("local-parallel", cache=get_cache(tmp_path / ".nbstore")).run_and_cache()
+    assert result == {"succeeded": [], "excepted": [], "errored": []}
+    assert result.outcomes == ()
+
+
+def test_result_is_a_read_only_mapping():
+    """ExecutionResult indexes, compares and prints like the seed's dict and keeps the outcomes."""
+    outcomes = (
+        NotebookOutcome(1, "/a.ipynb", "succeeded", 1.0, 7),
+        NotebookOutcome(2, "/b.ipynb", "excepted", 0.5, None, "Exception: x (cell 1)"),
+    )
+    result = ExecutionResult(outcomes)
+    expected = {"succeeded": ["/a.ipynb"], "excepted": ["/b.ipynb"], "errored": []}
+    assert result == expected and dict(result) == expected and repr(result) == repr(expected)
+    assert result["excepted"] == ["/b.ipynb"] and result.errored == [] and list(result) == list(expected)
+    with pytest.raises(KeyError):
+        result["skipped"]
+    assert result != {"succeeded": [], "excepted": [], "errored": []}
