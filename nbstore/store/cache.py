@@ -454,8 +454,8 @@ class NbStore:
         except (StoreWriteError, StoreBusyError, OSError):
             pass  # a read-only or busy store still serves reads
 
-    def get_cache_bundle(self, pk: int) -> NbBundleOut:
-        """Return the cached notebook with this pk, its record and its artifacts."""
+    def _cached_notebook(self, pk: int) -> tuple[NbCacheRecord, dict]:
+        """Return cache record pk and its notebook as a fresh plain dict, recording the access."""
         state = self._state_in_sync()
         key = self._key_of_pk(state, int(pk))
         record = self._cache_record(state, key)
@@ -467,6 +467,11 @@ class NbStore:
             raise StoreCorruptError(f"cache record {pk}: notebook object is not JSON: {exc}") from exc
         self._touch(key)
         record = self._cache_record(self._read_index(), key) if key in self._read_index().cache else record
+        return record, nb
+
+    def get_cache_bundle(self, pk: int) -> NbBundleOut:
+        """Return the cached notebook with this pk, its record and its artifacts."""
+        record, nb = self._cached_notebook(pk)
         return NbBundleOut(notebooks.to_node(nb), record, StoredArtifacts(record.artifacts, self._open_object))
 
     @contextmanager
@@ -489,6 +494,7 @@ class NbStore:
         """Return the cache record whose key matches this notebook (KeyError naming the hashkey if none)."""
         if not isinstance(nb, dict):
             raise NotebookReadError(f"not a notebook: got {type(nb).__name__}")
+        notebooks.check_structure(nb, source="notebook")
         return self.match_cache_key(notebook_key(nb))
 
     def match_cache_file(self, path: str | os.PathLike[str]) -> NbCacheRecord:
@@ -504,8 +510,9 @@ class NbStore:
         """Return (pk, notebook) with the matching cached outputs merged into a copy of nb."""
         plain = notebooks.to_v4(_plain(nb, source="notebook"))
         record = self.match_cache_key(notebook_key(plain))
-        cached = self.get_cache_bundle(record.pk).nb
-        merged = notebooks.merge_outputs(plain, cached, nb_meta=nb_meta, cell_meta=cell_meta)
+        _, cached = self._cached_notebook(record.pk)
+        # Both dicts are fresh copies made here: merging in place spares two deep copies of large outputs.
+        merged = notebooks.merge_outputs(plain, cached, nb_meta=nb_meta, cell_meta=cell_meta, owned=True)
         return record.pk, notebooks.to_node(merged)
 
     def merge_match_into_file(
@@ -564,7 +571,10 @@ class NbStore:
         nb = _read_notebook_file(path)
         arts = NbArtifacts(list(artifacts), in_folder=path.absolute().parent)
         bundle = NbBundleIn(nb, uri if uri is not None else str(path), arts, data or {})
-        return self.cache_notebook_bundle(bundle, check_validity=check_validity, overwrite=overwrite)
+        # The notebook was just parsed from the file: it is already a plain, checked dict that nobody else holds.
+        return self._cache_plain(
+            bundle, nb, check_validity=check_validity, overwrite=overwrite, description="", key=None
+        )
 
     def cache_notebook_bundle(
         self,
@@ -576,8 +586,24 @@ class NbStore:
         key: str | None = None,
     ) -> NbCacheRecord:
         """Cache a bundle (under `key` if given: the executor passes the pre-run key); CachingError if present."""
+        nb = _plain(bundle.nb, source=str(bundle.uri or "") or "notebook")
+        return self._cache_plain(
+            bundle, nb, check_validity=check_validity, overwrite=overwrite, description=description, key=key
+        )
+
+    def _cache_plain(
+        self,
+        bundle: NbBundleIn,
+        nb: dict,
+        *,
+        check_validity: bool,
+        overwrite: bool,
+        description: str,
+        key: str | None,
+    ) -> NbCacheRecord:
+        """Cache bundle, whose notebook nb is a plain checked dict owned by this call (it may be changed)."""
         uri = str(bundle.uri or "")
-        nb = notebooks.to_v4(_plain(bundle.nb, source=uri or "notebook"))
+        nb = notebooks.to_v4(nb)
         if check_validity:
             notebooks.check_validity(nb, uri=uri)
         data = bundle.data or {}
@@ -593,6 +619,7 @@ class NbStore:
         if bundle.artifacts is not None:
             for rel, handle in bundle.artifacts:
                 art_blobs[rel.as_posix()] = handle.read()
+        _require_utf8([uri, description, data, sorted(art_blobs)], f"the URI, artifact names or data of {uri!r}")
         # Objects are written before the lock: they are idempotent and may be large.
         self._ensure()
         objects = {name: object_id(blob) for name, blob in art_blobs.items()}
@@ -732,6 +759,7 @@ class NbStore:
         nb = _read_notebook_file(nb_path)
         rel_assets = sorted({check_inside(Path(a), nb_path.parent, what="asset").as_posix() for a in assets})
         stored = self._stored_uri(nb_path)
+        _require_utf8([stored, rel_assets], f"the path or assets of {str(path)!r}")
         name = stage_name(stored)
         hash_entry = self._hash_entry(nb_path, notebook_key(nb))
         with self._writing() as state:
@@ -846,6 +874,17 @@ class NbStore:
             name = self._stage_key(pk_or_uri, state)
             if state.tracebacks.get(name, "") != traceback:
                 self._append({"op": "traceback", "kind": "stage", "name": name, "text": traceback})
+
+
+def _require_utf8(values: Any, what: str) -> None:
+    """Refuse text that UTF-8 cannot encode (a file name in another encoding) before anything is written."""
+    try:
+        json.dumps(values, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CachingError(
+            f"{what} hold text that is not valid UTF-8 ({exc.object[exc.start : exc.end]!r}; a file name in "
+            "another encoding?): records are UTF-8 JSON, so rename the file"
+        ) from None
 
 
 def _creation_leftover(path: Path) -> bool:
