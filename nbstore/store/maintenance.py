@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nbstore.errors import StoreCorruptError, StoreNotFoundError, StoreWriteError
+from nbstore.errors import StoreCorruptError, StoreFormatError, StoreNotFoundError, StoreWriteError
 from nbstore.indexfile import IndexState, parse_lines
 from nbstore.layout import FORMAT
 from nbstore.records import dump_json
@@ -140,10 +140,12 @@ def _config_problem(store: NbStore) -> str | None:
         fmt = config["format"]
     except (ValueError, KeyError, TypeError) as exc:
         return f"nbstore.json is damaged ({type(exc).__name__}: {exc})"
-    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
-        return f"nbstore.json names an invalid format {fmt!r}"
-    if fmt > FORMAT:
-        store._read_config()  # raises StoreFormatError naming both versions
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= FORMAT:
+        # Perhaps a format from a later version: never "repair" what this version cannot read.
+        raise StoreFormatError(
+            f"{store.path} uses store format {fmt!r}; this version of nbstore reads format {FORMAT}: "
+            "upgrade nbstore to use it"
+        )
     limit = config.get("cache_limit", 1)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         return f"nbstore.json has an invalid cache_limit {limit!r}"
