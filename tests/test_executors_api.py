@@ -63,3 +63,19 @@ def test_result_is_a_read_only_mapping():
     with pytest.raises(KeyError):
         result["skipped"]
     assert result != {"succeeded": [], "excepted": [], "errored": []}
+
+
+def test_workers_that_cannot_start_make_notebooks_errored(tmp_path, monkeypatch):
+    """If worker processes die on start, the run gives up after a few tries and reports every notebook errored."""
+    from nbstore.executors import pool
+    from tests.conftest import make_nb, write_nb
+
+    monkeypatch.setattr(pool, "WORKER_CODE", "import sys; sys.exit(3)  # {root!r}")
+    cache = get_cache(tmp_path / ".nbstore")
+    paths = [write_nb(tmp_path / f"nb{i}.ipynb", make_nb(["1"], executed=False)) for i in range(3)]
+    for path in paths:
+        cache.stage_notebook_file(path)
+    result = load_executor("local-parallel", cache=cache).run_and_cache(workers=2)
+    assert result == {"succeeded": [], "excepted": [], "errored": [str(p) for p in paths]}
+    assert all("no worker process could be started" in o.reason for o in result.outcomes)
+    assert cache.get_staged_record(1).traceback == result.outcomes[0].reason

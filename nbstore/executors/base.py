@@ -50,7 +50,7 @@ class NotebookOutcome:
 
 @dataclass(frozen=True)
 class ExecutionEvent:
-    """A notebook starting ('start') or ending ('end', with status and seconds) during run_and_cache."""
+    """A notebook starting ('start') or ending ('end', with status and seconds); index counts from 0 to total - 1."""
 
     kind: str
     pk: int

@@ -97,6 +97,8 @@ class Pool:
                 [sys.executable, "-c", self._code, *args],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
+                # Whatever a kernel writes to its inherited stdout must not mix into the caller's output.
+                stdout=subprocess.DEVNULL,
                 start_new_session=True,
             )
         except BaseException:
