@@ -177,15 +177,24 @@ def check_validity(nb: dict, *, uri: str | None = None) -> None:
         expected += 1
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def merge_outputs(
     nb: dict,
     cached: dict,
     *,
     nb_meta: Iterable[str] | None = ("kernelspec", "language_info", "widgets"),
     cell_meta: Iterable[str] | None = None,
+    owned: bool = False,
 ) -> dict:
-    """Return a copy of nb with outputs and execution counts of its code cells taken from cached."""
-    merged = copy.deepcopy(nb)
+    """Return a copy of nb with outputs and execution counts of its code cells taken from cached.
+
+    owned=True: the caller owns both (fresh copies), so nb is changed in place and cached's parts are reused.
+    """
+    clone = _same if owned else copy.deepcopy
+    merged = clone(nb)
     cached_cells = [c for c in cached.get("cells", []) if c.get("cell_type") == "code"]
     code_cells = [c for c in merged.get("cells", []) if c.get("cell_type") == "code"]
     if len(cached_cells) != len(code_cells):
@@ -194,13 +203,13 @@ def merge_outputs(
         meta = merged.setdefault("metadata", {})
         for name in nb_meta:
             if name in cached.get("metadata", {}):
-                meta[name] = copy.deepcopy(cached["metadata"][name])
+                meta[name] = clone(cached["metadata"][name])
     for cell, source in zip(code_cells, cached_cells, strict=False):
-        cell["outputs"] = copy.deepcopy(source.get("outputs", []))
+        cell["outputs"] = clone(source.get("outputs", []))
         cell["execution_count"] = source.get("execution_count")
         if cell_meta is not None:
             cmeta = cell.setdefault("metadata", {})
             for name in cell_meta:
                 if name in source.get("metadata", {}):
-                    cmeta[name] = copy.deepcopy(source["metadata"][name])
+                    cmeta[name] = clone(source["metadata"][name])
     return merged

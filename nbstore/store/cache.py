@@ -102,6 +102,9 @@ class NbStore:
             raw = self.layout.config.read_bytes()
         except FileNotFoundError:
             if self.path.is_dir() and any(not _creation_leftover(p) for p in self.path.iterdir()):
+                if self.layout.config.is_file():
+                    # A writer finished creating the store between the read and the listing.
+                    return self._read_config()
                 raise StoreFormatError(
                     f"{self.path} is not an nbstore store (it has files but no nbstore.json); refusing to use it"
                 ) from None
@@ -625,7 +628,6 @@ class NbStore:
         objects = {name: object_id(blob) for name, blob in art_blobs.items()}
         nb_oid = object_id(nb_bytes)
         blobs = {nb_oid: nb_bytes, **{objects[n]: b for n, b in art_blobs.items()}}
-        self.layout.objects.mkdir(parents=True, exist_ok=True)
         for oid, blob in blobs.items():
             put_object(self.layout, blob, oid=oid)
         with self._writing() as state:

@@ -40,8 +40,12 @@ def atomic_write(path: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644, du
     """Write bytes to path atomically: readers see the old file or the new one, never a part."""
     tmp = tmpdir / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     try:
-        tmpdir.mkdir(exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileNotFoundError:
+            # tmp/ is made on first need (a clone has none); a mkdir on every write costs more than the retry.
+            tmpdir.mkdir(exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             view = memoryview(data)
             while view:
