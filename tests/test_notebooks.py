@@ -119,6 +119,18 @@ def test_merge_takes_outputs_and_keeps_markdown(srcs):
     assert plain["cells"][1]["execution_count"] is None  # the input is not modified
 
 
+def test_merge_owned_gives_the_same_notebook_without_copying():
+    """owned=True merges into nb itself and reuses cached's outputs, with the same result as a copying merge."""
+    import copy
+
+    plain, cached = make_nb(["a", "b"], executed=False), strip_notebook(make_nb(["a", "b"]))
+    expected = merge_outputs(copy.deepcopy(plain), copy.deepcopy(cached), cell_meta=["tags"])
+    merged = merge_outputs(plain, cached, cell_meta=["tags"], owned=True)
+    assert merged == expected
+    assert merged is plain
+    assert merged["cells"][1]["outputs"] is cached["cells"][0]["outputs"]
+
+
 def test_merge_refuses_mismatched_cells():
     """Merging notebooks with different numbers of code cells is an error, not a silent mix."""
     with pytest.raises(ValueError, match="code cells"):
