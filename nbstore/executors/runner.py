@@ -75,7 +75,8 @@ class Kernels:
         self._live: list[_Kernel] = []
         self._closing: list[_Kernel] = []
 
-    def _add(self, km: Any) -> _Kernel:
+    def track(self, km: Any) -> _Kernel:
+        """Start tracking a kernel that has just been started."""
         prov = km.provisioner
         proc = getattr(prov, "process", None)
         pgid = getattr(prov, "pgid", None) or getattr(proc, "pid", None)
@@ -104,7 +105,7 @@ class Kernels:
         except Exception as exc:  # noqa: BLE001 - the kill below is the backstop
             log.debug("kernel shutdown failed: %s", exc)
         _kill_group(handle.pgid)
-        self._forget(handle)
+        self.forget(handle)
 
     def close(self, handle: _Kernel, *, wait: bool) -> None:
         """Ask a finished kernel to exit; wait for it, or let it exit while the next notebook starts."""
@@ -139,9 +140,10 @@ class Kernels:
             run_sync(handle.km.cleanup_resources)()
         except Exception as exc:  # noqa: BLE001
             log.debug("kernel cleanup failed: %s", exc)
-        self._forget(handle)
+        self.forget(handle)
 
-    def _forget(self, handle: _Kernel) -> None:
+    def forget(self, handle: _Kernel) -> None:
+        """Stop tracking a kernel (it is dead, or its process group has been killed)."""
         for group in (self._live, self._closing):
             if handle in group:
                 group.remove(handle)
@@ -226,7 +228,7 @@ def execute_notebook(
             client.start_new_kernel(cwd=str(cwd))
         except NoSuchKernel:
             return _kernel_missing(name)
-        handle = kernels._add(km)
+        handle = kernels.track(km)
         handle.client = client
         if on_kernel is not None:
             on_kernel(handle.pgid)
@@ -255,7 +257,7 @@ def execute_notebook(
     except DeadKernelError:
         code = _exit_code(handle)
         how = f"the kernel died (exit code {code})" if code is not None else "the kernel died"
-        reason = f"{how} while running cell {_cell_no(index)}"
+        reason = f"{how} while " + ("starting" if index is None else f"running cell {_cell_no(index)}")
         result = RunResult("errored", time.perf_counter() - start, reason, reason)
     except Exception as exc:  # noqa: BLE001 - anything else means the notebook could not be run
         where = "while starting the kernel" if index is None else f"while running cell {_cell_no(index)}"
@@ -265,7 +267,7 @@ def execute_notebook(
         # Interrupted: no time for courtesy, the kernel's whole process group goes now.
         if handle is not None:
             _kill_group(handle.pgid)
-            kernels._forget(handle)
+            kernels.forget(handle)
         raise
     else:
         seconds = time.perf_counter() - start
