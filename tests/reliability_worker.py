@@ -101,10 +101,9 @@ def cmd_reader(store: str, go: str, total: str) -> None:
                 reads += 1
             if len({r.pk for r in records}) != len(records):
                 errors.append("a pk is listed twice")
-        except nbstore.RecordNotFoundError:
-            continue  # a record listed a moment ago may be evicted; not here, but not an error either
         except Exception as exc:  # every other failure is what this reader is looking for
             errors.append(f"{type(exc).__name__}: {exc}")
+            continue
         if len(records) >= int(total):
             break
     say(json.dumps({"errors": errors, "reads": reads}))
@@ -250,8 +249,43 @@ def cmd_holdlock(store: str) -> None:
         time.sleep(600)
 
 
+def _inject_read_only(store: Path) -> None:
+    """Fault injection for when the folder cannot really be made read-only: every change under it is EROFS."""
+    import builtins
+    import errno
+    import io
+
+    def inside(path) -> bool:
+        return isinstance(path, (str, os.PathLike)) and Path(os.path.abspath(os.fspath(path))).is_relative_to(store)
+
+    def refuse(path) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+
+    def guard(real, *, paths=1, flags=None, mode=None):
+        def wrapper(*args, **kwargs):
+            writes = True
+            if flags is not None:
+                writes = bool(args[1] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC))
+            if mode is not None:
+                writes = any(c in (args[1] if len(args) > 1 else kwargs.get("mode", "r")) for c in "wax+")
+            if writes and any(inside(a) for a in args[:paths]):
+                refuse(args[0])
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    os.open = guard(os.open, flags=True)
+    builtins.open = io.open = guard(io.open, mode=True)
+    for name in ("replace", "rename"):
+        setattr(os, name, guard(getattr(os, name), paths=2))
+    for name in ("unlink", "remove", "mkdir", "rmdir", "chmod", "utime"):
+        setattr(os, name, guard(getattr(os, name)))
+
+
 def cmd_readonly(store: str, notebook: str) -> None:
     """On a read-only store: read everything, try each kind of write, print what happened as JSON."""
+    if os.environ.get("NBSTORE_TEST_INJECT_READ_ONLY"):
+        _inject_read_only(Path(store).absolute())
     cache = nbstore.get_cache(store)
     out: dict = {}
     out["pks"] = [r.pk for r in cache.list_cache_records()]

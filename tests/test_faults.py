@@ -145,12 +145,18 @@ def _run_read_only(store: Path, notebook: Path) -> tuple[dict, str]:
         how = "chmod"
     else:
         # Root ignores permission bits: mount the folder read-only in a private mount namespace instead.
-        script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'
+        script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" || exit 99; shift; exec "$@"'
         wrapped = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(store), *args]
-        if shutil.which("unshare") is None:
-            pytest.fail("running as root without unshare: cannot make a read-only store folder")
-        proc = subprocess.run(wrapped, capture_output=True, text=True, timeout=120)
-        how = "read-only bind mount"
+        proc = None
+        if shutil.which("unshare") is not None:
+            proc = subprocess.run(wrapped, capture_output=True, text=True, timeout=120)
+            how = "read-only bind mount"
+        if proc is None or proc.returncode == 99 or "unshare:" in proc.stderr:
+            # No mount namespace here (a container without CAP_SYS_ADMIN): the worker injects EROFS into
+            # every file-changing call under the store instead, which is what a read-only mount returns.
+            env = dict(os.environ, NBSTORE_TEST_INJECT_READ_ONLY="1")
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+            how = "EROFS fault injection"
     assert proc.returncode == 0, f"{how}: {proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.splitlines()[-1]), how
 
