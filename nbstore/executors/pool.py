@@ -61,19 +61,28 @@ def _kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:
 
 
 @contextlib.contextmanager
-def _uninterruptible() -> Iterator[None]:
-    """Ignore SIGINT/SIGTERM while the executor kills its processes, so that cleanup always finishes."""
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the executor stops its processes, then deliver them: cleanup always finishes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    caught: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        caught.append(signum)
+
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in old:
-        signal.signal(sig, signal.SIG_IGN)
+    swapped = {sig: handler for sig, handler in old.items() if handler is not None and handler is not signal.SIG_IGN}
+    for sig in swapped:
+        signal.signal(sig, note)
     try:
         yield
     finally:
-        for sig, handler in old.items():
+        for sig, handler in swapped.items():
             signal.signal(sig, handler)
+        # SIGTERM first: the stronger request must not be lost to the exception SIGINT raises.
+        for sig in sorted(set(caught), key=lambda sig: sig != signal.SIGTERM):
+            signal.raise_signal(sig)
 
 
 class Pool:
@@ -170,7 +179,7 @@ class Pool:
     def close(self, *, force: bool) -> None:
         """Stop every worker: politely when the run is done; at once (kernels killed) when force."""
         live = self.alive()
-        with _uninterruptible():
+        with _signals_deferred():
             if force:
                 for worker in live:
                     _kill_group(worker.pid, signal.SIGTERM)
