@@ -79,3 +79,13 @@ def test_workers_that_cannot_start_make_notebooks_errored(tmp_path, monkeypatch)
     assert result == {"succeeded": [], "excepted": [], "errored": [str(p) for p in paths]}
     assert all("no worker process could be started" in o.reason for o in result.outcomes)
     assert cache.get_staged_record(1).traceback == result.outcomes[0].reason
+
+
+def test_parallel_workers_default_to_the_usable_cpus(tmp_path):
+    """Parallel executors default to one worker per CPU this process may use; serial ones to one."""
+    import os
+
+    cache = get_cache(tmp_path / ".nbstore")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert load_executor("local-parallel", cache=cache).worker_count() == usable
+    assert load_executor("basic", cache=cache).worker_count() == 1

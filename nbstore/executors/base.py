@@ -102,6 +102,14 @@ class ExecutionResult(Mapping):
         return self["errored"]
 
 
+def _cpu_count() -> int:
+    """Return the CPUs this process may use (fewer than os.cpu_count() under an affinity mask or a container)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class _Terminated(BaseException):
     """SIGTERM arrived during a run (raised so that the run's cleanup happens before the process ends)."""
 
@@ -162,7 +170,7 @@ class Executor:
             raise ValueError(f"workers must be a positive integer, not {workers!r}")
         if not self.parallel:
             return 1
-        return workers or os.cpu_count() or 1
+        return workers or _cpu_count()
 
     def run_and_cache(
         self,
