@@ -217,10 +217,6 @@ def _record_damage(store: NbStore, rec: dict, present: set[str], corrupt: dict[s
     return None
 
 
-def _sidecar_path(store: NbStore, kind: str, name: str) -> Path:
-    return store.layout.cache_sidecar(name) if kind == "cache" else store.layout.stage_sidecar(name)
-
-
 # ---------------------------------------------------------------------- verify
 
 
@@ -234,13 +230,12 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
         if config_issue is not None:
             fixed = False
             if repair:
+                from nbstore.store.cache import DEFAULT_CACHE_LIMIT  # here: cache.py imports this module
+
                 if store.layout.config.exists():
                     quarantine.move(store.layout.config)
-                atomic_write(
-                    store.layout.config,
-                    dump_json({"format": FORMAT, "cache_limit": 1000}),
-                    tmpdir=store.layout.tmp,
-                )
+                settings = {"format": FORMAT, "cache_limit": DEFAULT_CACHE_LIMIT}
+                atomic_write(store.layout.config, dump_json(settings), tmpdir=store.layout.tmp)
                 fixed = True
             detail = config_issue + ("; rewritten with default settings" if fixed else "")
             problems.append(Problem("config", "nbstore.json", detail, fixed))
