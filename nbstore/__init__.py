@@ -27,10 +27,36 @@ from nbstore.store.maintenance import GcReport, Problem, VerifyReport
 
 __version__ = "0.1.0"
 
+# Executors and tables are re-exported lazily: `import nbstore` (and so every CLI command) stays light.
+_LAZY = {
+    "ExecutionEvent": "nbstore.executors",
+    "ExecutionResult": "nbstore.executors",
+    "Executor": "nbstore.executors",
+    "NotebookOutcome": "nbstore.executors",
+    "list_executors": "nbstore.executors",
+    "load_executor": "nbstore.executors",
+    "tabulate_cache_records": "nbstore.utils",
+    "tabulate_stage_records": "nbstore.utils",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbstore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 __all__ = [
     "ArtifactPathError",
     "CachingError",
     "ExecutionError",
+    "ExecutionEvent",
+    "ExecutionResult",
+    "Executor",
     "ExecutorNotFoundError",
     "GcReport",
     "NbArtifacts",
@@ -42,6 +68,7 @@ __all__ = [
     "NbStoreError",
     "NbValidityError",
     "NotebookNotFoundError",
+    "NotebookOutcome",
     "NotebookReadError",
     "Problem",
     "RecordNotFoundError",
@@ -54,5 +81,9 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "get_cache",
+    "list_executors",
+    "load_executor",
     "notebook_key",
+    "tabulate_cache_records",
+    "tabulate_stage_records",
 ]
