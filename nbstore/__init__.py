@@ -50,6 +50,7 @@ def __getattr__(name: str) -> object:
     globals()[name] = value
     return value
 
+
 __all__ = [
     "ArtifactPathError",
     "CachingError",

@@ -103,7 +103,7 @@ def test_errors_pickle_and_share_one_root(name):
 
 
 def test_errors_derive_from_the_builtins_callers_expect():
-    """Missing records are KeyErrors, bad notebooks ValueErrors, missing files FileNotFoundErrors, busy TimeoutErrors."""
+    """Missing record: KeyError; bad notebook: ValueError; missing file: FileNotFoundError; busy: TimeoutError."""
     assert issubclass(errors.RecordNotFoundError, KeyError)
     assert issubclass(errors.NotebookReadError, ValueError)
     assert issubclass(errors.NbValidityError, ValueError)
