@@ -364,3 +364,17 @@ def test_bundle_with_explicit_artifacts_and_data(tmp_path, store):
     assert record.data == {"k": [1]} and store.get_cache_bundle(record.pk).artifacts.read("r.bin") == b"\x00\x01"
     with pytest.raises(CachingError, match="not JSON-serialisable"):
         store.cache_notebook_bundle(NbBundleIn(make_nb(["y"]), data={"k": object()}))
+
+
+def test_reads_alone_keep_the_index_compact(tmp_path, store, monkeypatch):
+    """Access times appended by reads trigger the same index compaction as writes, keeping the latest time."""
+    import nbstore.store.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_COMPACT_SLACK", 10)
+    record = store.cache_notebook_file(write_nb(tmp_path / "a.ipynb", make_nb(["x = 1"])))
+    index = store.path / "index"
+    for _ in range(200):
+        last = store.get_cache_bundle(record.pk).record.accessed
+    assert index.stat().st_size < 200 * (2 + 10) + 2000
+    fresh = get_cache(store.path)
+    assert fresh.get_cache_record(record.pk).accessed == last

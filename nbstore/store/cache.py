@@ -376,9 +376,16 @@ class NbStore:
         with store_lock(self.layout.lock):
             state = self._sync_locked()
             yield state
-            live = len(state.cache) + len(state.stage) + len(state.touched) + len(state.hashes)
-            if self._index_offset > 200 * (live + _COMPACT_SLACK):
-                self._write_index(self._state)
+            self._compact_if_bloated()
+
+    def _compact_if_bloated(self) -> None:
+        """Rewrite the index once superseded lines far outnumber live entries (caller holds the lock, in sync)."""
+        state = self._state
+        if state is None:
+            return
+        live = len(state.cache) + len(state.stage) + len(state.touched) + len(state.hashes)
+        if self._index_offset > 200 * (live + _COMPACT_SLACK):
+            self._write_index(state)
 
     # ------------------------------------------------------------------ maintenance
 
@@ -454,6 +461,8 @@ class NbStore:
             with store_lock(self.layout.lock, timeout=5):
                 if key in self._sync_locked().cache:
                     self._append({"op": "touch", "kind": "cache", "name": key, "t": format_time(now())})
+                    # Reads append too: without this a store that is only read (docs builds) grows without end.
+                    self._compact_if_bloated()
         except (StoreWriteError, StoreBusyError, OSError):
             pass  # a read-only or busy store still serves reads
 
@@ -846,6 +855,7 @@ class NbStore:
             with suppress(StoreWriteError, StoreBusyError, OSError), store_lock(self.layout.lock, timeout=5):
                 self._sync_locked()
                 self._append(*fresh)
+                self._compact_if_bloated()
         return out
 
     def get_cache_record_of_staged(self, pk_or_uri: int | str | os.PathLike[str]) -> NbCacheRecord | None:
