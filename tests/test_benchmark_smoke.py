@@ -20,6 +20,7 @@ EXPECTED_ROWS = {
     "add_large": ("nbstore", "jcache"),
     "disk_blocks": ("nbstore", "jcache"),
     "disk_apparent": ("nbstore", "jcache"),
+    "disk_kept": ("nbstore", "jcache"),
     "match_hit": ("nbstore", "jcache"),
     "match_miss": ("nbstore", "jcache"),
     "list_first": ("nbstore", "jcache"),
@@ -35,8 +36,8 @@ EXPECTED_ROWS = {
     "cli_list": ("nbstore", "jcache"),
     "cli_status": ("nbstore", "jcache"),
     "cli_status_rss": ("nbstore", "jcache"),
-    "mem_status": ("nbstore",),
-    "mem_status_time": ("nbstore",),
+    "mem_status": ("nbstore", "jcache"),
+    "mem_status_time": ("nbstore", "jcache"),
     "exec_trivial_serial": ("nbstore", "jcache", "floor"),
     "exec_trivial_parallel": ("nbstore", "jcache", "floor"),
 }
