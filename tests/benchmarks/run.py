@@ -150,11 +150,40 @@ def du(path: Path, *, skip: frozenset[str] = frozenset()) -> tuple[int, int]:
     return blocks, apparent
 
 
+def real_notebooks(folder: Path) -> list[Path]:
+    """Return the executed notebooks in folder that both systems accept, one per key (for --corpus)."""
+    from nbstore.errors import NbStoreError
+    from nbstore.hashing import notebook_key
+    from nbstore.notebooks import check_validity, parse_notebook
+
+    out, keys = [], set()
+    for path in sorted(folder.glob("*.ipynb")):
+        try:
+            nb = parse_notebook(path.read_bytes(), source=str(path))
+            check_validity(nb)
+        except (NbStoreError, ValueError):
+            continue
+        code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+        # jupyter-cache's validity rule: every code cell, empty or not, counts 1, 2, 3...
+        if nb.get("nbformat") != 4 or [c.get("execution_count") for c in code] != list(range(1, len(code) + 1)):
+            continue
+        key = notebook_key(nb)
+        if key not in keys:
+            keys.add(key)
+            out.append(path)
+    if not out:
+        raise SystemExit(f"no executed notebook in {folder} that both systems accept")
+    return out
+
+
 class Harness:
     """Prepares workloads, runs each on both systems in turn, collects rows."""
 
-    def __init__(self, sizes: Sizes, work: Path, jc_python: Path, *, verbose: bool = True) -> None:
+    def __init__(
+        self, sizes: Sizes, work: Path, jc_python: Path, *, verbose: bool = True, corpus_dir: Path | None = None
+    ) -> None:
         self.sizes = sizes
+        self.corpus_dir = corpus_dir
         self.work = work
         self.python = {"nbstore": Path(sys.executable), "jcache": jc_python}
         self.bin = {"nbstore": Path(sys.executable).parent, "jcache": jc_python.parent}
@@ -238,9 +267,12 @@ class Harness:
         s = self.sizes
         start = time.perf_counter()
         base = self.work / "corpus"
-        self.small = corpus.write_set(
-            base / "small", [(f"s{i:05d}", corpus.make_small(SEED, i)) for i in range(s.n_small)]
-        )
+        if self.corpus_dir is not None:
+            self.small = real_notebooks(self.corpus_dir)
+            s.n_small = len(self.small)
+            self.log(f"using {s.n_small} executed notebooks from {self.corpus_dir} as the small set")
+        else:
+            self.small = self.write_small(base)
         extra = range(s.n_small, s.n_small + s.n_probe)
         self.misses = corpus.write_set(base / "miss", [(f"m{i:05d}", corpus.make_small(SEED, i)) for i in extra])
         self.large = corpus.write_set(
@@ -252,6 +284,10 @@ class Harness:
             self.exec_sets[kind] = corpus.write_set(base / f"exec-{kind}", nbs)
         self.warm_exec = corpus.write_set(base / "exec-warm", [("warm", corpus.make_exec_notebooks("trivial", 99))])
         self.log(f"corpus written in {time.perf_counter() - start:.1f} s")
+
+    def write_small(self, base: Path) -> list[Path]:
+        s = self.sizes
+        return corpus.write_set(base / "small", [(f"s{i:05d}", corpus.make_small(SEED, i)) for i in range(s.n_small)])
 
     def mem_corpus(self) -> list[Path]:
         base = self.work / "corpus" / "mem"
@@ -675,6 +711,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=f"jupyter-cache's venv (default {DEFAULT_VENV})")
     p.add_argument("--workdir", type=Path, help="keep the stores and corpus here (default: a removed temp folder)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        help="use the executed notebooks in this folder (e.g. ../shared/corpus) instead of the synthetic small set",
+    )
     args = p.parse_args(argv)
 
     sizes = Sizes(**vars(QUICK if args.quick else FULL))
@@ -688,7 +729,9 @@ def main(argv: list[str] | None = None) -> int:
     jc_python = ensure_jcache_venv(args.venv, log)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="nbstore-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    harness = Harness(sizes, work, jc_python, verbose=not args.quiet)
+    harness = Harness(
+        sizes, work, jc_python, verbose=not args.quiet, corpus_dir=args.corpus.resolve() if args.corpus else None
+    )
     errors: list[str] = []
     try:
         harness.make_corpus()
@@ -717,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         "jupyter_cache": jc_version,
         "nbstore": metadata.version("nbstore-cache"),
         "sizes": vars(sizes),
+        "corpus": str(args.corpus) if args.corpus else "synthetic",
         "seconds": round(time.perf_counter() - started, 1),
         "errors": errors,
         "command": " ".join(["python", "tests/benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
