@@ -10,7 +10,11 @@ from nbstore import NotebookReadError, get_cache, notebook_key
 from nbstore.notebooks import parse_notebook, to_v4
 from tests.conftest import CORPUS
 
-NOTEBOOKS = sorted(CORPUS.glob("*.ipynb")) if CORPUS.is_dir() else []
+NOTEBOOKS = (
+    [pytest.param(p, id=p.stem) for p in sorted(CORPUS.glob("*.ipynb"))]
+    if CORPUS.is_dir()
+    else [pytest.param(None, marks=pytest.mark.skip(reason="../shared/corpus is absent (outside the nbstore workplace)"))]
+)
 
 
 def _code_outputs(nb: dict) -> list:
@@ -22,7 +26,7 @@ def test_corpus_is_present(corpus):
     assert len(list(corpus.glob("*.ipynb"))) >= 40
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS)
 def test_corpus_notebook_round_trips(tmp_path, path):
     """Cache the notebook, match it by file and by object, and merge back exactly its own outputs."""
     cache = get_cache(tmp_path / "store")
