@@ -10,10 +10,11 @@ from nbstore import NotebookReadError, get_cache, notebook_key
 from nbstore.notebooks import parse_notebook, to_v4
 from tests.conftest import CORPUS
 
+ABSENT = "../shared/corpus is absent (outside the nbstore workplace)"
 NOTEBOOKS = (
     [pytest.param(p, id=p.stem) for p in sorted(CORPUS.glob("*.ipynb"))]
     if CORPUS.is_dir()
-    else [pytest.param(None, marks=pytest.mark.skip(reason="../shared/corpus is absent (outside the nbstore workplace)"))]
+    else [pytest.param(None, marks=pytest.mark.skip(reason=ABSENT))]
 )
 
 
