@@ -110,3 +110,4 @@ def test_grid_aligns_by_display_width_and_keeps_styles():
     assert first.plain == " 7   ノート.ipynb   failed"
     assert second.plain == "12   a.ipynb"
     assert any(span.style == "red" and first.plain[span.start : span.end] == "failed" for span in first.spans)
+    assert grid.plain_lines() == [line.plain for line in grid.lines()]
