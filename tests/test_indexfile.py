@@ -76,3 +76,19 @@ def test_parse_agrees_with_json_loads_on_unusual_bodies():
     parsed, bad = parse_lines(data)
     assert parsed == [{"op": "sync"}, {"op": "touch", "name": "x"}]
     assert bad == 4
+
+
+def test_only_the_last_fingerprint_counts():
+    """Of many sync/begin lines, replay ends with the fingerprint of the last one, wherever it stands."""
+    lines = [
+        frame({"op": "sync", "fp": [1, 1]}),
+        frame({"op": "put", "kind": "cache", "name": "k", "rec": {"pk": 1}}),
+        frame({"op": "begin", "fp": None}),
+        frame({"op": "sync", "fp": [2, 3]}),
+        frame({"op": "touch", "kind": "cache", "name": "k", "t": "x"}),
+    ]
+    entries, bad = parse_lines(b"".join(lines))
+    state = replay(entries)
+    assert bad == 0 and state.fingerprint == [2, 3] and set(state.cache) == {"k"} and state.touched == {"k": "x"}
+    entries, _ = parse_lines(b"".join(lines[:3]))
+    assert replay(entries).fingerprint is None
