@@ -69,7 +69,7 @@ class Sizes:
     n_exec: int = 8
     n_mem: int = 10_000
     reps: int = 3
-    exec_reps: int = 5  # a kernel's shutdown sometimes stalls ~3.5 s: more runs keep the medians honest
+    exec_reps: int = 3
     warmup: int = 1
     sleep: bool = True
     jcache_mem: bool = True
@@ -189,6 +189,7 @@ class Harness:
         self.python = {"nbstore": Path(sys.executable), "jcache": jc_python}
         self.bin = {"nbstore": Path(sys.executable).parent, "jcache": jc_python.parent}
         self.rows: dict[str, Row] = {}
+        self.notes: list[str] = []
         self.fixtures: dict[str, Path] = {}
         self.verbose = verbose
         self._count = 0
@@ -488,6 +489,23 @@ class Harness:
                     self.add("mem_status", system, rss)
                     self.add("mem_status_time", system, wall)
 
+    def execute_once(self, system: str, kind: str, mode: str, files: list[str]) -> dict:
+        """Run one execution measurement; a run where a notebook failed is noted and run again (twice at most)."""
+        for attempt in range(3):
+            if system == "floor":
+                res = self.worker("nbstore", "floor", files=files)
+            else:
+                store = self.store_dir(system, f"exec-{kind}-{mode}")
+                res = self.worker(system, "execute", store=str(store), files=files, mode=mode)
+                shutil.rmtree(store, ignore_errors=True)
+            if res["succeeded"] == len(files):
+                return res
+            note = f"{system} {mode} {kind}: a run executed {res['succeeded']}/{len(files)} notebooks"
+            self.notes.append(note + (", ran again" if attempt < 2 else ""))
+            self.log(note)
+        self.check(False, f"{system} {mode} failed notebooks in 3 runs")
+        return res
+
     def bench_execute(self) -> None:
         """Execute n trivial (and n one-second) notebooks: serial, 2 workers, and plain nbclient back to back."""
         n = self.sizes.n_exec
@@ -506,15 +524,7 @@ class Harness:
                 for system in (*SYSTEMS, "floor"):
                     modes = ("serial",) if system == "floor" else ("serial", "parallel")
                     for mode in modes:
-                        if system == "floor":
-                            res = self.worker("nbstore", "floor", files=files)
-                        else:
-                            store = self.store_dir(system, f"exec-{kind}-{mode}")
-                            res = self.worker(system, "execute", store=str(store), files=files, mode=mode)
-                            shutil.rmtree(store, ignore_errors=True)
-                        self.check(
-                            res["succeeded"] == len(files), f"{system} {mode} ran {res['succeeded']}/{len(files)}"
-                        )
+                        res = self.execute_once(system, kind, mode, files)
                         if warm:
                             continue
                         seconds = res["floor" if system == "floor" else "execute"]
@@ -704,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("--only", nargs="+", choices=sorted(WORKLOADS), help="run only these workload groups")
-    p.add_argument("--reps", type=int, help="timed repetitions per workload (default 3, execution 5; --quick 2)")
+    p.add_argument("--reps", type=int, help="timed repetitions per workload (default 3; --quick 2)")
     p.add_argument("--warmup", type=int, help="warm-up rounds before them (default 1)")
     p.add_argument(
         "--no-jcache-mem", action="store_true", help="skip jupyter-cache in the 10,000-notebook memory workload"
@@ -764,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": str(args.corpus) if args.corpus else "synthetic",
         "seconds": round(time.perf_counter() - started, 1),
         "errors": errors,
+        "notes": harness.notes,
         "command": " ".join(["python", "tests/benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     print(f"\nnbstore benchmark — {meta['date']} — {meta['machine']}")
@@ -775,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(to_json(rows, meta), indent=1) + "\n")
+    for note in harness.notes:
+        print(f"note: {note}")
     for error in errors:
         print(f"\nFAILED {error}", file=sys.stderr)
     return 1 if errors else 0
