@@ -155,8 +155,10 @@ def strip_notebook(nb: dict) -> dict:
 
 
 def dump_notebook(nb: dict) -> bytes:
-    """Serialise a notebook deterministically (sorted keys, one-space indent, trailing newline)."""
-    return (json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+    """Serialise a notebook deterministically: sorted keys, compact, one line, trailing newline."""
+    # Compact JSON is written by json's C encoder; any indent falls back to its Python encoder, 5x slower.
+    text = json.dumps(nb, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return (text + "\n").encode("utf-8", "surrogatepass")
 
 
 def check_validity(nb: dict, *, uri: str | None = None) -> None:

@@ -87,8 +87,10 @@ def test_only_the_last_fingerprint_counts():
         frame({"op": "sync", "fp": [2, 3]}),
         frame({"op": "touch", "kind": "cache", "name": "k", "t": "x"}),
     ]
-    entries, bad = parse_lines(b"".join(lines))
+    assert len(parse_lines(b"".join(lines))[0]) == 5
+    entries, bad = parse_lines(b"".join(lines), last_fingerprint_only=True)
+    assert len(entries) == 3
     state = replay(entries)
     assert bad == 0 and state.fingerprint == [2, 3] and set(state.cache) == {"k"} and state.touched == {"k": "x"}
-    entries, _ = parse_lines(b"".join(lines[:3]))
+    entries, _ = parse_lines(b"".join(lines[:3]), last_fingerprint_only=True)
     assert replay(entries).fingerprint is None

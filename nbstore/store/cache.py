@@ -181,7 +181,7 @@ class NbStore:
             self._index_head = data[: data.find(b"\n") + 1]
         # Only whole lines are consumed: a line still being appended is read again next time.
         end = data.rfind(b"\n") + 1
-        entries, bad = parse_lines(data[:end])
+        entries, bad = parse_lines(data[:end], last_fingerprint_only=True)
         self._state.bad_lines += bad
         for entry in entries:
             self._state.apply(entry)
@@ -358,6 +358,7 @@ class NbStore:
     def _ensure(self) -> None:
         """Create the store on its first write (checking first that the folder is not something else)."""
         if self.exists():
+            self._check_format()  # objects are written before the lock: never into a store of unknown format
             return
         self._read_config()
         try:
