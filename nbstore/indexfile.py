@@ -18,6 +18,9 @@ def frame(entry: dict) -> bytes:
 
 _scan = make_scanner(json.JSONDecoder())
 
+# How the compact, key-sorted JSON of an entry that carries only a fingerprint ends.
+_FP_ONLY_ENDINGS = (b',"op":"sync"}', b',"op":"begin"}')
+
 
 def _loads(body: bytes):
     # The index is replayed on every command: skip json.loads' per-call overhead for the compact UTF-8
@@ -56,7 +59,7 @@ def parse_lines(data: bytes, *, last_fingerprint_only: bool = False) -> tuple[li
             if int(line[:8], 16) != crc32(body):
                 bad += 1
                 continue
-            if last_fingerprint_only and body.startswith(b'{"fp":') and body.endswith((b',"op":"sync"}', b',"op":"begin"}')):
+            if last_fingerprint_only and body.startswith(b'{"fp":') and body.endswith(_FP_ONLY_ENDINGS):
                 last_fp = body
                 continue
             entry = _loads(body)
