@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import logging
 import shutil
 from pathlib import Path
@@ -446,3 +447,20 @@ def test_copied_notebook_folder_still_matches(tmp_path, guard):
     assert cache.match_cache_file(copy).pk == pk
     merged_pk, merged = cache.merge_match_into_file(copy)
     assert merged_pk == pk and merged.cells[-1].outputs[0]["data"]["text/plain"] == "1"
+
+
+@pytest.mark.slow
+def test_a_kernel_slow_to_exit_does_not_hold_up_the_run(tmp_path, guard):
+    """Once every result is stored, a kernel that lingers on exit is killed instead of waited for."""
+    marker = tmp_path / "exited-by-itself"
+    # atexit runs last-registered first: the kernel sleeps 3 s on its way out, then leaves a marker.
+    linger = f"import atexit, pathlib, time\natexit.register(pathlib.Path({str(marker)!r}).touch)\n"
+    linger += "atexit.register(time.sleep, 3)"
+    path = code_nb(tmp_path / "linger.ipynb", linger, "print(1)")
+    cache = get_cache(tmp_path / ".nbstore")
+    cache.stage_notebook_file(path)
+    result = load_executor("local-serial", cache=cache).run_and_cache()
+    assert result["succeeded"] == [str(path)]
+    assert cache.match_cache_file(path).pk == result.outcomes[0].cache_pk
+    time.sleep(4)  # had the kernel been left to finish its exit, the marker would exist by now
+    assert not marker.exists()

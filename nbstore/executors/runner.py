@@ -148,6 +148,12 @@ class Kernels:
             if handle in group:
                 group.remove(handle)
 
+    def hurry(self, grace: float) -> None:
+        """Give the kernels still shutting down at most grace seconds more before they are killed."""
+        limit = time.monotonic() + grace
+        for handle in self._closing:
+            handle.deadline = min(handle.deadline, limit)
+
     def pending(self) -> bool:
         """Return True while some kernel is still shutting down."""
         return bool(self._closing)

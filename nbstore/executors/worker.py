@@ -204,6 +204,10 @@ def run_job(job: Job, *, kernels: Any, runtime_dir: str | None, on_kernel: Any =
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: Seconds the last kernels of a run get to exit once the run is over, before they are killed.
+FINAL_GRACE = 0.5
+
+
 def _wait_readable(fd: int, kernels: Any) -> None:
     # While kernels are still shutting down, wake up now and then to finish them off.
     while kernels.pending():
@@ -259,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
     finally:
         with suppress(BaseException):
+            # The run is over and every result is stored: a kernel slow to exit (ipykernel sometimes takes
+            # 3.5 s) would only hold up the caller, so it gets a short grace and is then killed.
+            kernels.hurry(FINAL_GRACE)
             kernels.reap(wait=True)
     return 0
 
