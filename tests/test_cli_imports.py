@@ -64,6 +64,8 @@ def test_fast_commands_import_no_heavy_package(tmp_path):
         assert not names & set(HEAVY), (args, sorted(names & set(HEAVY)))
         # Typer's pydantic-based coercion is bypassed for flags, strings and paths (nbstore.cli.fastparse).
         assert "pydantic" not in names, args
+        # Plain help: Typer's Rich help would import a Markdown parser on every --help.
+        assert "markdown_it" not in names, args
     # The detector itself works: merge writes with nbformat, so it must show up there.
     names, proc = _imported(["merge", "n0.ipynb"], tmp_path)
     assert proc.returncode == 0 and "nbformat" in names

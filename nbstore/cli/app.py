@@ -62,7 +62,10 @@ def _report(exc: BaseException) -> int:
     if _Run.verbose and not isinstance(exc, (typer.TyperException, typer.Abort, CommandError)):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if type(exc).__name__ == "NoArgsIsHelpError":
-        # Typer has already printed the help; a missing subcommand is still a wrong invocation.
+        # A missing subcommand: show the help (as `--help` would), and still call it a wrong invocation.
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            sys.stdout.write(ctx.get_help() + "\n")
         return 2
     if isinstance(exc, typer.TyperException):
         message = exc.format_message()
@@ -135,10 +138,16 @@ app = typer.Typer(
     help="Keep executed Jupyter notebooks so that unchanged notebooks never run again.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help: Typer's Rich help imports rich.markdown and markdown-it, which doubled `nbstore --help`.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-cache_app = typer.Typer(cls=LightGroup, help="Executed notebooks kept in the store.", no_args_is_help=True)
-stage_app = typer.Typer(cls=LightGroup, help="Notebooks staged for execution.", no_args_is_help=True)
+cache_app = typer.Typer(
+    cls=LightGroup, help="Executed notebooks kept in the store.", no_args_is_help=True, rich_markup_mode=None
+)
+stage_app = typer.Typer(
+    cls=LightGroup, help="Notebooks staged for execution.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(cache_app, name="cache")
 app.add_typer(stage_app, name="stage")
 
@@ -354,7 +363,7 @@ def cache_remove(
     pks: Annotated[list[int] | None, typer.Argument(metavar="ID", min=1, help="Cache IDs to remove.")] = None,
     remove_all: Annotated[bool, typer.Option("--all", help="Remove every cached notebook.")] = False,
 ) -> None:
-    """Remove cached notebooks (and the objects only they use)."""
+    """Remove cached notebooks and the objects only they use."""
     if bool(pks) == remove_all:
         raise typer.BadParameter("give cache IDs or --all (not both)")
     store = _store(ctx, existing=True)
@@ -381,7 +390,10 @@ def cache_diff(
     pk: CacheId,
     notebook: Annotated[Path, typer.Argument(metavar="NB", help="A notebook file to compare with the record.")],
 ) -> None:
-    """Show how a notebook differs from a cached one (nbdime's diff)."""
+    """Diff a notebook against a cached one.
+
+    Prints nbdime's diff (needs nbstore-cache[diff]).
+    """
     store = _store(ctx, existing=True)
     _cache_record(store, pk)
     if not store.diff_nbfile_with_cache(pk, notebook):
@@ -418,7 +430,10 @@ def cache_limit(
         int | None, typer.Argument(metavar="N", min=1, help="The new limit (omit it to print the current one).")
     ] = None,
 ) -> None:
-    """Print or set how many notebooks the cache keeps (the least recently used go first)."""
+    """Print or set how many notebooks the cache keeps.
+
+    Past the limit, the least recently used go first.
+    """
     if size is None:
         typer.echo(_store(ctx, existing=True).get_cache_limit())
         return
@@ -442,7 +457,10 @@ def stage_add(
         typer.Option("--asset", metavar="PATH", help="A file the notebook reads, inside its folder (repeatable)."),
     ] = [],  # noqa: B006 - Typer reads the default, never mutates it
 ) -> None:
-    """Stage notebooks for execution (staging one again updates its assets)."""
+    """Stage notebooks for execution.
+
+    Staging a notebook again updates its assets and keeps its ID.
+    """
     store = _store(ctx, existing=False)
     failed = 0
     for nb in notebooks:
@@ -478,7 +496,10 @@ def _stage_rows(store: NbStore) -> list[dict]:
 
 @stage_app.command("list", cls=LightCommand)
 def stage_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List the staged notebooks with their cache ID and whether their last run failed."""
+    """List the staged notebooks.
+
+    Shows each one's cache ID and whether its last run failed.
+    """
     rows = _stage_rows(_store(ctx, existing=True))
     if as_json:
         render.print_json(rows)
@@ -493,7 +514,10 @@ StageRef = Annotated[str, typer.Argument(metavar="ID|PATH", help="A stage ID or 
 
 @stage_app.command("show", cls=LightCommand)
 def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False) -> None:
-    """Show one staged notebook (with the traceback of its last run when it failed)."""
+    """Show one staged notebook.
+
+    Includes the traceback of its last run when that run failed.
+    """
     store = _store(ctx, existing=True)
     ref = _stage_ref(target)
     try:
@@ -560,7 +584,10 @@ def stage_remove(
 
 @app.command(cls=LightCommand)
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Show every staged notebook: up to date, outdated, failed or missing, with its cache ID and last run."""
+    """Show whether each staged notebook is up to date.
+
+    Each is up to date, outdated, failed or missing, with its cache ID and last run.
+    """
     records, keys, by_key = _cache_rows(_store(ctx, existing=True))
     rows = []
     for r in records:
@@ -597,7 +624,10 @@ def match(
     notebooks: Annotated[list[Path], typer.Argument(metavar="NB", help="Notebook files.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Print the cache ID matching each notebook (exit status 1 if any has none)."""
+    """Print the cache ID matching each notebook.
+
+    The exit status is 1 if any notebook has no match.
+    """
     store = _store(ctx, existing=True)
     found: dict[str, int | None] = {}
     for nb in notebooks:
@@ -626,7 +656,7 @@ def merge(
         Path | None, typer.Option("--output", "-o", metavar="OUT", help="Write here instead of stdout.")
     ] = None,
 ) -> None:
-    """Write the notebook with the outputs of its cached match merged in."""
+    """Write a notebook with its cached outputs merged in."""
     store = _store(ctx, existing=True)
     try:
         pk, merged = store.merge_match_into_file(notebook)
@@ -790,7 +820,10 @@ def verify(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed (quarantining bad files).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Check every object and record against its hash (exit status 1 if the store is damaged)."""
+    """Check every object and record against its hash.
+
+    The exit status is 1 if the store is damaged.
+    """
     store = _store(ctx, existing=True)
     report = store.verify(repair=repair)
     problems = [{"kind": p.kind, "path": p.path, "detail": p.detail, "repaired": p.repaired} for p in report.problems]
