@@ -479,7 +479,8 @@ class NbStore:
         except ValueError as exc:
             raise StoreCorruptError(f"cache record {pk}: notebook object is not JSON: {exc}") from exc
         self._touch(key)
-        record = self._cache_record(self._read_index(), key) if key in self._read_index().cache else record
+        state = self._read_index()  # the touch appended an access time: hand out the record with it
+        record = self._cache_record(state, key) if key in state.cache else record
         return record, nb
 
     def get_cache_bundle(self, pk: int) -> NbBundleOut:
