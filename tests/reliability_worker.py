@@ -23,8 +23,9 @@ import nbstore  # noqa: E402
 
 
 def say(*parts: object) -> None:
-    """Print one line and flush it before doing anything else."""
-    print(*parts, flush=True)
+    """Write one line to stdout in a single system call, so that a kill never leaves half of it."""
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (" ".join(map(str, parts)) + "\n").encode())
 
 
 def wait_go(go: Path) -> None:

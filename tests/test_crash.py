@@ -22,7 +22,8 @@ def _parse(out: str) -> dict:
     """Sort a crash writer's announcements into completed adds, started/finished removals and stages."""
     done: dict[str, tuple[int, Path]] = {}
     removing, removed, staged = set(), set(), set()
-    for line in out.splitlines():
+    # A kill can land while a line is being written: only lines that end in a newline were announced.
+    for line in out.split("\n")[:-1]:
         word, _, rest = line.partition(" ")
         if word == "done":
             key, pk, folder = rest.split(" ", 2)
