@@ -44,6 +44,9 @@ def zoo(tmp_path_factory):
         "ok": code_nb(nbs / "ok.ipynb", log_line(log, "ok"), "a = 1", "print(a + 1)"),
         "oops": code_nb(nbs / "oops.ipynb", "print('before')", "raise Exception('oopsie!')", "print('never')"),
         "hang": code_nb(nbs / "hang.ipynb", "import time\ntime.sleep(120)"),
+        # IPython's display raises a chained error here, and the kernel's reply then says 'NoneType: None'.
+        "noimage": code_nb(nbs / "noimage.ipynb", "from IPython.display import Image\nImage('no-such.png')"),
+        "bare": code_nb(nbs / "bare.ipynb", "assert 1 == 2"),
         "slow_ok": code_nb(nbs / "slow_ok.ipynb", "import time\ntime.sleep(2.5)", meta={"execution": {"timeout": 30}}),
         "allowed": code_nb(
             nbs / "allowed.ipynb", "1 / 0", "print('went on')", meta={"execution": {"allow_errors": True}}
@@ -107,6 +110,8 @@ class TestOneParallelRun:
             "loud": "succeeded",
             "oops": "excepted",
             "hang": "excepted",
+            "noimage": "excepted",
+            "bare": "excepted",
             "die": "errored",
             "nokernel": "errored",
             "badmeta": "errored",
@@ -157,6 +162,11 @@ class TestOneParallelRun:
         assert "raise Exception('oopsie!')" in traceback
         assert zoo["out"]["oops"].reason == "Exception: oopsie! (cell 3)"  # cell 1 is markdown
         assert cache.get_cache_record_of_staged(pk) is None
+
+    def test_reason_names_the_exception_the_cell_raised(self, zoo):
+        """The one-line reason names the cell's own exception, even when the kernel's reply does not."""
+        assert zoo["out"]["noimage"].reason.startswith("FileNotFoundError: No such file or directory: 'no-such.png'")
+        assert zoo["out"]["bare"].reason == "AssertionError (cell 2)"
 
     def test_timeout_is_excepted(self, zoo):
         """A cell that outlives the timeout ends the run as 'excepted', saying so."""

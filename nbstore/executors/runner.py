@@ -181,6 +181,16 @@ def _kernel_manager(name: str, runtime_dir: str | None) -> AsyncKernelManager:
     return AsyncKernelManager(kernel_name=name)
 
 
+def _error_line(cell: Any, exc: CellExecutionError) -> str:
+    """`Name: value` of the exception a cell raised, from its error output (the kernel's reply can say NoneType)."""
+    ename, evalue = exc.ename, exc.evalue
+    errors = [out for out in (cell or {}).get("outputs", []) if out.get("output_type") == "error"]
+    if errors:
+        ename, evalue = errors[-1].get("ename", ename), errors[-1].get("evalue", evalue)
+    evalue = strip_ansi(str(evalue)).strip()
+    return f"{ename}: {evalue}" if evalue else str(ename)
+
+
 def _kernel_missing(name: str) -> RunResult:
     try:
         known = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
@@ -255,7 +265,7 @@ def execute_notebook(
         )
     except CellExecutionError as exc:
         text = strip_ansi(str(exc)).rstrip()
-        last = f"{exc.ename}: {strip_ansi(str(exc.evalue))}"
+        last = _error_line(nb.cells[index] if index is not None else None, exc)
         if last not in text:
             text = f"{text}\n{last}"
         summary = last if len(last) <= 300 else last[:297] + "..."
