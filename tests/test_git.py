@@ -222,3 +222,29 @@ def test_removal_in_a_repository_leaves_objects_for_gc(tmp_path):
     assert sorted(cache.gc().removed) == sorted(f"objects/{oid[:2]}/{oid[2:]}" for oid in own)
     assert cache.get_cache_bundle(kept.pk).nb.cells
     assert cache.verify().problems == ()
+
+
+@pytest.mark.parametrize("store_on_main", [True, False], ids=["store-on-both", "store-on-branch-only"])
+def test_writes_after_a_checkout_that_emptied_the_store_folders(tmp_path, store_on_main):
+    """After a checkout that empties the store (git drops its folders, keeps its ignored index), writes work."""
+    repo = tmp_path / "proj"
+    store = repo / ".nbstore"
+    init_repo(repo)
+    (repo / "README").write_text("base\n")
+    if store_on_main:
+        nbstore.get_cache(store).change_cache_limit(500)  # creates the store: settings only, empty folders
+    commit_all(repo, "base")
+    git(repo, "checkout", "-q", "-b", "work")
+    add(repo, "a")
+    nbstore.get_cache(store).stage_notebook_file(repo / "nbs" / "a.ipynb")
+    commit_all(repo, "cache and stage a")
+    git(repo, "checkout", "-q", "main")
+    assert not (store / "cache").exists() and not (store / "stage").exists() and (store / "index").exists()
+    assert (store / "nbstore.json").exists() == store_on_main
+    rec = add(repo, "b")
+    staged = nbstore.get_cache(store).stage_notebook_file(repo / "nbs" / "b.ipynb")
+    cache = nbstore.get_cache(store)
+    assert [r.pk for r in cache.list_cache_records()] == [rec.pk]
+    assert cache.get_cache_record_of_staged(staged.pk).pk == rec.pk
+    assert cache.get_cache_limit() == (500 if store_on_main else 1000)
+    assert cache.verify().problems == ()

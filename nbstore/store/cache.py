@@ -902,9 +902,16 @@ def _require_utf8(values: Any, what: str) -> None:
 
 
 def _creation_leftover(path: Path) -> bool:
-    """True for what a store holds before nbstore.json is written: a reader may look while a writer creates it."""
-    if path.name in {"lock", "tmp", ".gitignore", ".gitattributes"}:
+    """True for what a store holds without nbstore.json: while a writer creates it, or after a git checkout."""
+    # A checkout of a branch without the store removes its tracked files and leaves the ignored, volatile ones.
+    if path.name in {"lock", "tmp", "claims", "quarantine", ".gitignore", ".gitattributes"}:
         return True
+    if path.name == "index" and path.is_file() and not path.is_symlink():
+        try:
+            with open(path, "rb") as f:
+                return b'"op":"header"' in f.readline(200)
+        except OSError:
+            return False
     if path.name in {"objects", "cache", "stage"} and path.is_dir() and not path.is_symlink():
         try:
             with os.scandir(path) as entries:

@@ -11,7 +11,7 @@ from pathlib import Path
 from nbstore.errors import StoreWriteError
 from nbstore.layout import TEMP_SUFFIX
 
-__all__ = ["append_bytes", "atomic_write", "fsync_dir", "translate_os_error"]
+__all__ = ["append_bytes", "atomic_write", "fsync_dir", "make_dirs", "translate_os_error"]
 
 
 def translate_os_error(exc: OSError, action: str, path: Path) -> StoreWriteError:
@@ -36,6 +36,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(folder: Path) -> None:
+    """Create a folder and any missing parents, each one's entry flushed into its parent (a crash keeps them)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        fsync_dir(new.parent)
+
+
 def atomic_write(path: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644, durable: bool = True) -> None:
     """Write bytes to path atomically: readers see the old file or the new one, never a part."""
     tmp = tmpdir / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
@@ -54,7 +65,14 @@ def atomic_write(path: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644, du
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            # git drops folders it has emptied (cache/ or staged/ after a checkout): make the folder again.
+            if path.parent.is_dir():
+                raise
+            make_dirs(path.parent)
+            os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -8,7 +8,7 @@ from pathlib import Path
 from nbstore.errors import StoreCorruptError
 from nbstore.hashing import object_id
 from nbstore.layout import Layout
-from nbstore.store.fsio import atomic_write, fsync_dir
+from nbstore.store.fsio import atomic_write, make_dirs
 
 __all__ = ["has_object", "put_object", "read_object"]
 
@@ -31,10 +31,7 @@ def put_object(layout: Layout, data: bytes, *, oid: str | None = None) -> str:
     if not path.parent.is_dir():
         # objects/ (absent in a fresh clone) and the fan-out folder: each new folder's own entry must reach
         # the disk as surely as the object in it, or a crash could lose the object behind a durable record.
-        for folder in (path.parent.parent, path.parent):
-            if not folder.is_dir():
-                folder.mkdir(exist_ok=True)
-                fsync_dir(folder.parent)
+        make_dirs(path.parent)
     atomic_write(path, data, mode=0o444, tmpdir=layout.tmp)
     return oid
 
