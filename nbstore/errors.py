@@ -93,4 +93,4 @@ class ExecutorNotFoundError(NbStoreError, KeyError):
 
 
 class ExecutionError(NbStoreError):
-    """A notebook could not be executed."""
+    """The executor could not run notebooks at all (no worker process could be started)."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 
 from nbstore import get_cache
-from nbstore.errors import ExecutorNotFoundError
+from nbstore.errors import ExecutionError, ExecutorNotFoundError
 from nbstore.executors import ExecutionResult, NotebookOutcome, list_executors, load_executor
+from tests.conftest import make_nb
 
 
 def test_list_executors_names_the_shipped_ones():
@@ -89,3 +93,18 @@ def test_parallel_workers_default_to_the_usable_cpus(tmp_path):
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert load_executor("local-parallel", cache=cache).worker_count() == usable
     assert load_executor("basic", cache=cache).worker_count() == 1
+
+
+@pytest.mark.parametrize("name", ["local-serial", "local-parallel"])
+def test_a_worker_that_cannot_start_is_an_execution_error(tmp_path, monkeypatch, name):
+    """When no worker process can be started the run raises ExecutionError naming why, and records nothing."""
+    nb = tmp_path / "a.ipynb"
+    nb.write_text(json.dumps(make_nb(["print(1)"], executed=False)))
+    cache = get_cache(tmp_path / ".nbstore")
+    cache.stage_notebook_file(nb)
+    missing = tmp_path / "no-such-python"
+    monkeypatch.setattr(sys, "executable", str(missing))
+    with pytest.raises(ExecutionError, match=f"cannot start a worker process with {missing}: No such file"):
+        load_executor(name, cache=cache).run_and_cache()
+    assert cache.list_cache_records() == []
+    assert [r.traceback for r in cache.list_staged_records()] == [""]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbstore.errors import ExecutionError
 from nbstore.executors.wire import Job, WireClosed, read_frame, write_frame
 
 __all__ = ["Pool", "WorkerHandle"]
@@ -110,9 +111,12 @@ class Pool:
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        except BaseException:
+        except BaseException as exc:
             for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
                 os.close(fd)
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+                raise ExecutionError(f"cannot start a worker process with {sys.executable}: {reason}") from exc
             raise
         os.close(to_child_r)
         os.close(from_child_w)
