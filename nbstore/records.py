@@ -10,9 +10,11 @@ from typing import Any
 __all__ = [
     "NbCacheRecord",
     "NbStageRecord",
+    "conflict_sides",
     "dump_json",
     "format_time",
     "now",
+    "parse_config",
     "parse_time",
 ]
 
@@ -38,6 +40,62 @@ def parse_time(text: str) -> datetime:
 def dump_json(obj: Any) -> bytes:
     """Serialise a sidecar deterministically: sorted keys, two-space indent, trailing newline."""
     return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# How git's conflict markers move between the sections of a conflicted file (None: lines common to both).
+_NEXT_SECTION = {
+    (None, b"<"): "ours",
+    ("ours", b"|"): "base",  # diff3 and zdiff3 styles show the merge base too
+    ("ours", b"="): "theirs",
+    ("base", b"="): "theirs",
+    ("theirs", b">"): None,
+}
+
+
+def _marker(line: bytes) -> bytes | None:
+    """Return the character of a git conflict-marker line (<, |, = or >), or None for any other line."""
+    if line[:7] in (b"<<<<<<<", b"|||||||", b">>>>>>>") and line[7:8] in (b" ", b"\n", b"\r", b""):
+        return line[:1]
+    return b"=" if line.rstrip(b"\r\n") == b"=======" else None
+
+
+def conflict_sides(data: bytes) -> tuple[bytes, bytes] | None:
+    """Return both sides of a file git left with merge-conflict markers, or None if it has none (or bad ones)."""
+    sides: dict[str, list[bytes]] = {"ours": [], "base": [], "theirs": []}
+    section: str | None = None
+    seen = False
+    for line in data.splitlines(keepends=True):
+        marker = _marker(line)
+        if marker is None:
+            for name in ("ours", "theirs") if section is None else (section,):
+                sides[name].append(line)
+        elif (section, marker) in _NEXT_SECTION:
+            section, seen = _NEXT_SECTION[section, marker], True
+        else:
+            return None
+    if not seen or section is not None:
+        return None
+    return b"".join(sides["ours"]), b"".join(sides["theirs"])
+
+
+def parse_config(raw: bytes) -> tuple[Any, bool]:
+    """Parse nbstore.json; for a file git left in conflict, the side with the larger cache limit (and True)."""
+    try:
+        return json.loads(raw), False
+    except ValueError as exc:
+        error = exc
+    sound = []
+    for side in conflict_sides(raw) or ():
+        try:
+            config = json.loads(side)
+        except ValueError:
+            continue
+        if isinstance(config, dict) and isinstance(config.get("cache_limit"), int):
+            sound.append(config)
+    if not sound:
+        raise error
+    # The larger limit evicts nothing that either branch kept.
+    return max(sound, key=lambda config: (config["cache_limit"], dump_json(config))), True
 
 
 @dataclass(frozen=True, repr=False)

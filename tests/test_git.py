@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import nbstore
+from nbstore.layout import stage_name
 from tests.storetools import executed_nb, write_nb
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -182,30 +183,76 @@ def test_two_branches_merge_without_conflicts_and_pk_clashes_resolve_determinist
     assert nbstore.get_cache(x / ".nbstore").get_cache_bundle(pks_x[e1.hashkey]).artifacts.read("e1.bin") == shared
 
 
-def test_same_notebook_cached_on_two_branches_conflicts_and_either_side_resolves(tmp_path):
-    """Caching one notebook on two branches conflicts on its one sidecar; keeping either side verifies clean."""
+def _conflicting_branches(tmp_path: Path) -> tuple[Path, Path, nbstore.NbCacheRecord, nbstore.NbCacheRecord]:
+    """Two clones that each cache and stage the same new notebook and set another cache limit, committed."""
     base = tmp_path / "base"
     init_repo(base)
     add(base, "first")
     commit_all(base, "one record")
     one = clone(base, tmp_path / "one")
     two = clone(base, tmp_path / "two")
-    rec = add(one, "same")
-    commit_all(one, "cache it here")
-    add(two, "same")
-    add(two, "other")
-    commit_all(two, "and there")
-    git(base, "pull", "-q", "--no-rebase", str(one), "main")
-    merge = git(base, "pull", "--no-rebase", "--no-edit", str(two), "main", check=False)
+    recs = []
+    for repo, limit in ((one, 300), (two, 200)):
+        recs.append(add(repo, "same"))
+        cache = nbstore.get_cache(repo / ".nbstore")
+        cache.stage_notebook_file(repo / "nbs" / "same.ipynb")
+        cache.change_cache_limit(limit)
+        commit_all(repo, f"cache and stage the same notebook, limit {limit}")
+    return one, two, recs[0], recs[1]
+
+
+def test_a_store_left_in_merge_conflict_stays_usable_and_repair_resolves_it_alike(tmp_path):
+    """Records and settings git leaves in conflict are read as the side created first (the larger limit),
+    alike in both merge directions; verify reports them and --repair writes them."""
+    one, two, first, second = _conflicting_branches(tmp_path)
+    assert first.created < second.created
+    store_files = {}
+    one_before = clone(one, tmp_path / "one-before")  # for the other direction: one's branch before its merge
+    for repo, other in ((one, two), (two, one_before)):
+        merge = git(repo, "pull", "--no-rebase", "--no-edit", str(other), "main", check=False)
+        assert merge.returncode != 0
+        conflicted = sorted(git(repo, "diff", "--name-only", "--diff-filter=U").stdout.split())
+        stage_file = f".nbstore/stage/{stage_name('nbs/same.ipynb')}.json"
+        assert conflicted == sorted([f".nbstore/cache/{first.hashkey}.json", ".nbstore/nbstore.json", stage_file])
+        assert b"<<<<<<<" in (repo / conflicted[0]).read_bytes()
+
+        cache = nbstore.get_cache(repo / ".nbstore")
+        assert [(r.pk, r.created) for r in cache.list_cache_records() if r.hashkey == first.hashkey] == [
+            (first.pk, first.created)
+        ]
+        assert cache.get_cache_limit() == 300
+        staged = cache.get_staged_record(repo / "nbs" / "same.ipynb")
+        assert cache.get_cache_record_of_staged(staged.pk).hashkey == first.hashkey
+        assert cache.merge_match_into_file(repo / "nbs" / "same.ipynb")[0] == first.pk
+
+        kinds = sorted((p.kind, p.path) for p in cache.verify().problems)
+        assert kinds == [
+            ("config", "nbstore.json"),
+            ("merge-conflict", f"cache/{first.hashkey}.json"),
+            ("merge-conflict", stage_file[len(".nbstore/") :]),
+        ]
+        report = cache.verify(repair=True)
+        assert all(p.repaired for p in report.problems) and len(report.problems) == 3
+        commit_all(repo, "merge, resolved by nbstore verify --repair")
+        assert porcelain(repo) == ""
+        assert nbstore.get_cache(repo / ".nbstore").verify().problems == ()
+        tracked = git(repo, "ls-files", ".nbstore").stdout.split()
+        store_files[repo] = {name: (repo / name).read_bytes() for name in tracked}
+    assert store_files[one] == store_files[two]
+
+
+def test_same_notebook_cached_on_two_branches_either_side_can_be_kept_by_hand(tmp_path):
+    """A conflicted record resolved by hand (git checkout --theirs) verifies clean and matches."""
+    one, two, _first, second = _conflicting_branches(tmp_path)
+    merge = git(one, "pull", "--no-rebase", "--no-edit", str(two), "main", check=False)
     assert merge.returncode != 0
-    conflicted = git(base, "diff", "--name-only", "--diff-filter=U").stdout.split()
-    assert conflicted == [f".nbstore/cache/{rec.hashkey}.json"]
-    git(base, "checkout", "--theirs", "--", conflicted[0])
-    commit_all(base, "merge: keep their record of the notebook")
-    cache = nbstore.get_cache(base / ".nbstore")
+    conflicted = git(one, "diff", "--name-only", "--diff-filter=U").stdout.split()
+    git(one, "checkout", "--theirs", "--", *conflicted)
+    commit_all(one, "merge: keep their side")
+    cache = nbstore.get_cache(one / ".nbstore")
     assert cache.verify().problems == ()
-    assert len(cache.list_cache_records()) == 3
-    assert cache.match_cache_file(base / "nbs" / "same.ipynb").hashkey == rec.hashkey
+    assert cache.get_cache_limit() == 200
+    assert cache.match_cache_file(one / "nbs" / "same.ipynb").created == second.created
 
 
 def test_removal_in_a_repository_leaves_objects_for_gc(tmp_path):

@@ -30,7 +30,16 @@ from nbstore.errors import (
 from nbstore.hashing import KEY_RULE, notebook_key, object_id
 from nbstore.indexfile import IndexState, frame, parse_lines
 from nbstore.layout import FORMAT, GITATTRIBUTES, GITIGNORE, Layout, stage_name
-from nbstore.records import NbCacheRecord, NbStageRecord, dump_json, format_time, now, parse_time
+from nbstore.records import (
+    NbCacheRecord,
+    NbStageRecord,
+    conflict_sides,
+    dump_json,
+    format_time,
+    now,
+    parse_config,
+    parse_time,
+)
 from nbstore.store.fsio import append_bytes, atomic_write, translate_os_error
 from nbstore.store.locking import store_lock
 from nbstore.store.maintenance import DEFAULT_MIN_TEMP_AGE, GcReport, VerifyReport, gc, verify
@@ -112,10 +121,17 @@ class NbStore:
         except NotADirectoryError:
             raise StoreFormatError(f"{self.path} is a file, not a store folder") from None
         try:
-            config = json.loads(raw)
+            config, conflicted = parse_config(raw)
             fmt = config["format"]
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreFormatError(f"{self.layout.config} is damaged: {exc}") from exc
+        if conflicted:
+            log.warning(
+                "%s: unresolved git merge conflict; using the larger cache limit, %s (`nbstore verify --repair` "
+                "writes it)",
+                self.layout.config,
+                config["cache_limit"],
+            )
         if not isinstance(fmt, int) or fmt > FORMAT:
             raise StoreFormatError(
                 f"{self.path} uses store format {fmt!r}; this version of nbstore reads format {FORMAT}: "
@@ -217,7 +233,7 @@ class NbStore:
                 return self._sync_locked()
         except StoreWriteError:
             # A read-only store: build the state in memory and leave the files alone.
-            rebuilt, _ = self._scan_sidecars(self._read_index())
+            rebuilt, _, _ = self._scan_sidecars(self._read_index())
             self._state, self._memo = rebuilt, {}
             self._index_id = None
             return rebuilt
@@ -233,11 +249,13 @@ class NbStore:
             return state
         return self.rebuild_index()
 
-    def _scan_sidecars(self, old: IndexState) -> tuple[IndexState, list[tuple[Path, str]]]:
-        """Build index state from the sidecars alone; return it and the sidecars that could not be read."""
+    def _scan_sidecars(self, old: IndexState) -> tuple[IndexState, list[tuple[Path, str]], dict[Path, dict]]:
+        """Build index state from the sidecars alone; also return those that could not be read, and the
+        records chosen for sidecars that git left in conflict."""
         state = IndexState()
         state.header = {"op": "header", "format": FORMAT}
         problems: list[tuple[Path, str]] = []
+        conflicted: dict[Path, dict] = {}
         for kind, folder in (("cache", self.layout.cache), ("stage", self.layout.stage)):
             table = state.cache if kind == "cache" else state.stage
             try:
@@ -248,12 +266,17 @@ class NbStore:
                 if not fname.endswith(".json") or fname.startswith("."):
                     continue
                 path = folder / fname
+                data = None
                 try:
-                    rec = json.loads(path.read_bytes())
+                    data = path.read_bytes()
+                    rec = json.loads(data)
                     self._check_sidecar(kind, rec, fname[:-5])
                 except (OSError, ValueError, KeyError, TypeError) as exc:
-                    problems.append((path, f"unreadable {kind} record: {exc}"))
-                    continue
+                    rec = self._conflict_choice(kind, data, fname[:-5]) if data is not None else None
+                    if rec is None:
+                        problems.append((path, f"unreadable {kind} record: {exc}"))
+                        continue
+                    conflicted[path] = rec
                 table[fname[:-5]] = rec
             state.high_water[kind] = max([old.high_water.get(kind, 0)] + [r["pk"] for r in table.values()])
         for key in state.cache:
@@ -264,7 +287,21 @@ class NbStore:
                 state.tracebacks[name] = old.tracebacks[name]
             if name in old.hashes:
                 state.hashes[name] = old.hashes[name]
-        return state, problems
+        return state, problems, conflicted
+
+    @classmethod
+    def _conflict_choice(cls, kind: str, data: bytes, name: str) -> dict | None:
+        """Pick one side of a sidecar in git conflict: the sound record created first (alike in every clone)."""
+        sides = conflict_sides(data)
+        sound = []
+        for side in sides or ():
+            try:
+                rec = json.loads(side)
+                cls._check_sidecar(kind, rec, name)
+            except (ValueError, KeyError, TypeError):
+                continue
+            sound.append(rec)
+        return min(sound, key=lambda rec: (rec["created"], dump_json(rec)), default=None)
 
     @staticmethod
     def _check_sidecar(kind: str, rec: Any, name: str) -> None:
@@ -305,9 +342,16 @@ class NbStore:
     def rebuild_index(self) -> IndexState:
         """Rebuild the index from the sidecars (caller holds the lock); renumber clashing pks."""
         old = self._read_index()
-        state, problems = self._scan_sidecars(old)
+        state, problems, conflicted = self._scan_sidecars(old)
         for path, reason in problems:
             log.warning("%s: %s (skipped; run `nbstore verify`)", path, reason)
+        for path, rec in conflicted.items():
+            log.warning(
+                "%s: unresolved git merge conflict; using the side created first, pk %d "
+                "(`nbstore verify --repair` writes it)",
+                path,
+                rec["pk"],
+            )
         changes = self._resolve_collisions(state)
         if changes:
             self._begin()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from nbstore.errors import StoreCorruptError, StoreFormatError, StoreNotFoundError, StoreWriteError
 from nbstore.indexfile import IndexState, parse_lines
 from nbstore.layout import FORMAT
-from nbstore.records import dump_json
+from nbstore.records import dump_json, parse_config
 from nbstore.store.fsio import atomic_write, translate_os_error
 from nbstore.store.locking import store_lock
 
@@ -127,19 +127,25 @@ def _raw_index(store: NbStore) -> tuple[IndexState | None, int]:
     return state, bad
 
 
-def _config_problem(store: NbStore) -> str | None:
-    """Return what is wrong with nbstore.json (None if sound); raise StoreFormatError for a newer format."""
+def _config_problem(store: NbStore) -> tuple[str | None, dict, str]:
+    """Return what is wrong with nbstore.json (None if sound), the settings a repair writes and how it says so.
+
+    Raise StoreFormatError for a newer format."""
+    from nbstore.store.cache import DEFAULT_CACHE_LIMIT  # here: cache.py imports this module
+
+    defaults = {"format": FORMAT, "cache_limit": DEFAULT_CACHE_LIMIT}
+    reset = "; rewritten with default settings"
     try:
         raw = store.layout.config.read_bytes()
     except FileNotFoundError:
-        return "nbstore.json is missing"
+        return "nbstore.json is missing", defaults, reset
     except OSError as exc:
-        return f"nbstore.json cannot be read: {exc.strerror}"
+        return f"nbstore.json cannot be read: {exc.strerror}", defaults, reset
     try:
-        config = json.loads(raw)
+        config, conflicted = parse_config(raw)
         fmt = config["format"]
     except (ValueError, KeyError, TypeError) as exc:
-        return f"nbstore.json is damaged ({type(exc).__name__}: {exc})"
+        return f"nbstore.json is damaged ({type(exc).__name__}: {exc})", defaults, reset
     if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= FORMAT:
         # Perhaps a format from a later version: never "repair" what this version cannot read.
         raise StoreFormatError(
@@ -148,8 +154,11 @@ def _config_problem(store: NbStore) -> str | None:
         )
     limit = config.get("cache_limit", 1)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        return f"nbstore.json has an invalid cache_limit {limit!r}"
-    return None
+        return f"nbstore.json has an invalid cache_limit {limit!r}", defaults, reset
+    if conflicted:
+        issue = f"unresolved git merge conflict; the larger cache limit ({limit}) is used"
+        return issue, config, "; written as the settings (`git add` it to conclude the merge)"
+    return None, config, ""
 
 
 def _check_exists(store: NbStore) -> None:
@@ -224,21 +233,17 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
     """Check every object, record and the index of a store; with repair=True fix what can be fixed safely."""
     _check_exists(store)
     problems: list[Problem] = []
-    config_issue = _config_problem(store)
+    config_issue, settings, repair_note = _config_problem(store)
     with _locked(store, required=repair):
         quarantine = _Quarantine(store)
         if config_issue is not None:
             fixed = False
             if repair:
-                from nbstore.store.cache import DEFAULT_CACHE_LIMIT  # here: cache.py imports this module
-
                 if store.layout.config.exists():
                     quarantine.move(store.layout.config)
-                settings = {"format": FORMAT, "cache_limit": DEFAULT_CACHE_LIMIT}
                 atomic_write(store.layout.config, dump_json(settings), tmpdir=store.layout.tmp)
                 fixed = True
-            detail = config_issue + ("; rewritten with default settings" if fixed else "")
-            problems.append(Problem("config", "nbstore.json", detail, fixed))
+            problems.append(Problem("config", "nbstore.json", config_issue + (repair_note if fixed else ""), fixed))
 
         # Objects: every byte re-hashed.
         present: set[str] = set()
@@ -261,7 +266,7 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
 
         # Records: what the sidecars say, against the objects and the index.
         raw, bad_lines = _raw_index(store)
-        scanned, unreadable = store._scan_sidecars(raw or IndexState())
+        scanned, unreadable, conflicted = store._scan_sidecars(raw or IndexState())
         records_checked = len(scanned.cache) + len(scanned.stage) + len(unreadable)
         damaged: dict[str, str] = {}
         for name in sorted(scanned.cache):
@@ -308,6 +313,17 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
                 fixed = repair and quarantine.move(path)
                 detail = reason + ("; moved to quarantine" if fixed else "")
             problems.append(Problem("unreadable-record", _rel(store, path), detail, fixed))
+
+        for path, rec in conflicted.items():
+            # Both sides are whole records of one notebook (or one staging); any clone picks the same one.
+            fixed = False
+            if repair:
+                atomic_write(path, dump_json(rec), tmpdir=store.layout.tmp)
+                fixed = True
+            detail = f"unresolved git merge conflict; the side created first (pk {rec['pk']}) is used" + (
+                "; written as the record (`git add` it to conclude the merge)" if fixed else ""
+            )
+            problems.append(Problem("merge-conflict", _rel(store, path), detail, fixed))
 
         for name, why in damaged.items():
             rec = scanned.cache[name]
@@ -411,7 +427,7 @@ def gc(store: NbStore, *, dry_run: bool = False, min_temp_age: float = DEFAULT_M
     freed = 0
     with _locked(store, required=not dry_run) as locked:
         # A record file that cannot be parsed might need any object: refuse until verify has dealt with it.
-        _scanned, unreadable = store._scan_sidecars(IndexState())
+        _scanned, unreadable, _conflicted = store._scan_sidecars(IndexState())
         damaged = [_rel(store, path) for path, _reason in unreadable if path.parent == store.layout.cache]
         if damaged:
             raise StoreCorruptError(
