@@ -68,7 +68,7 @@ def atomic_write(path: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644, du
         try:
             os.replace(tmp, path)
         except FileNotFoundError:
-            # git drops folders it has emptied (cache/ or staged/ after a checkout): make the folder again.
+            # git drops folders it has emptied (cache/ or stage/ after a checkout): make the folder again.
             if path.parent.is_dir():
                 raise
             make_dirs(path.parent)
