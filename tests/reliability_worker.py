@@ -173,10 +173,10 @@ def _changes_records(data: bytes) -> bool:
 
 def _arm(point: str, store: Path) -> None:
     """Make this process SIGKILL itself at one named point of the write path (fault injection)."""
-    import nbstore.store.cache as cache_mod
+    import nbstore.store.folder as folder_mod
 
     real_replace, real_write, real_unlink = os.replace, os.write, os.unlink
-    real_append = cache_mod.append_bytes
+    real_append = folder_mod.append_bytes
 
     def fd_path(fd: int) -> str:
         try:
@@ -214,7 +214,7 @@ def _arm(point: str, store: Path) -> None:
             _die()
 
     os.replace, os.write, os.unlink = replace, write, unlink
-    cache_mod.append_bytes = append
+    folder_mod.append_bytes = append
 
 
 def cmd_crashpoint(store: str, folder: str, point: str, op: str) -> None:

@@ -368,9 +368,9 @@ def test_bundle_with_explicit_artifacts_and_data(tmp_path, store):
 
 def test_reads_alone_keep_the_index_compact(tmp_path, store, monkeypatch):
     """Access times appended by reads trigger the same index compaction as writes, keeping the latest time."""
-    import nbstore.store.cache as cache_module
+    import nbstore.store.folder as folder_module
 
-    monkeypatch.setattr(cache_module, "_COMPACT_SLACK", 10)
+    monkeypatch.setattr(folder_module, "_COMPACT_SLACK", 10)
     record = store.cache_notebook_file(write_nb(tmp_path / "a.ipynb", make_nb(["x = 1"])))
     index = store.path / "index"
     for _ in range(200):

@@ -19,6 +19,7 @@ from nbstore.errors import StoreCorruptError, StoreFormatError, StoreNotFoundErr
 from nbstore.indexfile import IndexState, parse_lines
 from nbstore.layout import FORMAT
 from nbstore.records import dump_json, parse_config
+from nbstore.store.folder import DEFAULT_CACHE_LIMIT
 from nbstore.store.fsio import atomic_write, translate_os_error
 from nbstore.store.locking import store_lock
 
@@ -131,8 +132,6 @@ def _config_problem(store: NbStore) -> tuple[str | None, dict, str]:
     """Return what is wrong with nbstore.json (None if sound), the settings a repair writes and how it says so.
 
     Raise StoreFormatError for a newer format."""
-    from nbstore.store.cache import DEFAULT_CACHE_LIMIT  # here: cache.py imports this module
-
     defaults = {"format": FORMAT, "cache_limit": DEFAULT_CACHE_LIMIT}
     reset = "; rewritten with default settings"
     try:
