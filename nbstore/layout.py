@@ -12,6 +12,8 @@ __all__ = [
     "Layout",
     "TEMP_SUFFIX",
     "stage_name",
+    "temp_name",
+    "temp_writer",
 ]
 
 #: Version of the on-disk format written by this version of nbstore.
@@ -32,6 +34,22 @@ GITIGNORE = """\
 
 # Never convert line endings: stored bytes must keep the hash they are named by.
 GITATTRIBUTES = "* -text\n"
+
+
+def temp_name(target: str, host: str, pid: int, token: str) -> str:
+    """Return the name of a temp file for target, naming its writer (host tag and pid) so gc can tell it died."""
+    return f"{target}.{host}-{pid}.{token}{TEMP_SUFFIX}"
+
+
+def temp_writer(name: str) -> tuple[str, int] | None:
+    """Return the (host tag, pid) a temp file name records, or None for a name temp_name did not make."""
+    if not name.endswith(TEMP_SUFFIX):
+        return None
+    parts = name[: -len(TEMP_SUFFIX)].rsplit(".", 2)
+    if len(parts) != 3:
+        return None
+    host, _, pid = parts[1].rpartition("-")
+    return (host, int(pid)) if host and pid.isdigit() else None
 
 
 def stage_name(stored_uri: str) -> str:

@@ -6,12 +6,16 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 import nbstore
 from nbstore import GcReport, Problem, StoreCorruptError, StoreFormatError, StoreNotFoundError, VerifyReport
+from nbstore.layout import temp_name
+from nbstore.store.fsio import HOST_TAG
 from tests.storetools import executed_nb, record_files, snapshot, write_nb
 
 
@@ -114,6 +118,23 @@ def test_young_temp_files_are_left_to_their_writer(store):
     assert report.removed == ("tmp/old.tmp",) and report.bytes_freed == len(b"left by a crash")
     assert young.exists()
     assert store.gc(min_temp_age=0).removed == ("tmp/young.tmp",)
+
+
+def test_temp_files_of_an_exited_writer_are_leftovers_at_once(store):
+    """A young temp file whose writer (named in it) has exited is reported and removed; others wait to age."""
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(exited.stdout)
+    tmp = store.path / "tmp"
+    orphan = tmp / temp_name("k.json", HOST_TAG, dead, "0badf00d")
+    mine = tmp / temp_name("k.json", HOST_TAG, os.getpid(), "0badf00d")
+    elsewhere = tmp / temp_name("k.json", "0" * 8, dead, "0badf00d")  # another machine's pid tells nothing here
+    for path in (orphan, mine, elsewhere):
+        path.write_bytes(b"partial")
+    problems = store.verify().problems
+    assert [(p.kind, p.path) for p in problems] == [("stale-temp", f"tmp/{orphan.name}")]
+    assert f"pid {dead}, has exited" in problems[0].detail
+    assert store.gc().removed == (f"tmp/{orphan.name}",)
+    assert mine.exists() and elsewhere.exists()
 
 
 def test_gc_removes_only_unreferenced_objects(store):

@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 from pathlib import Path
 
 from nbstore.errors import StoreWriteError
-from nbstore.layout import TEMP_SUFFIX
+from nbstore.layout import temp_name
 
-__all__ = ["append_bytes", "atomic_write", "fsync_dir", "make_dirs", "translate_os_error"]
+__all__ = ["HOST_TAG", "append_bytes", "atomic_write", "fsync_dir", "make_dirs", "translate_os_error", "writer_is_dead"]
+
+#: This machine, as temp file names record it (a pid means nothing on another machine sharing the store).
+HOST_TAG = hashlib.sha256(os.uname().nodename.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def writer_is_dead(host: str, pid: int) -> bool:
+    """True only if the process that wrote a temp file surely no longer runs: same machine, no such pid."""
+    if host != HOST_TAG or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (perhaps another user's process)
+    return False
 
 
 def translate_os_error(exc: OSError, action: str, path: Path) -> StoreWriteError:
@@ -49,7 +66,7 @@ def make_dirs(folder: Path) -> None:
 
 def atomic_write(path: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644, durable: bool = True) -> None:
     """Write bytes to path atomically: readers see the old file or the new one, never a part."""
-    tmp = tmpdir / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    tmp = tmpdir / temp_name(path.name, HOST_TAG, os.getpid(), secrets.token_hex(4))
     try:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from nbstore.errors import StoreCorruptError, StoreFormatError, StoreNotFoundError, StoreWriteError
 from nbstore.indexfile import IndexState, parse_lines
-from nbstore.layout import FORMAT
+from nbstore.layout import FORMAT, temp_writer
 from nbstore.records import dump_json, parse_config
 from nbstore.store.folder import DEFAULT_CACHE_LIMIT
-from nbstore.store.fsio import atomic_write, translate_os_error
+from nbstore.store.fsio import atomic_write, translate_os_error, writer_is_dead
 from nbstore.store.locking import store_lock
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MIN_TEMP_AGE", "GcReport", "Problem", "VerifyReport", "gc", "verify"]
 
-#: Temp files younger than this (seconds) may belong to a live writer, so they are left alone.
+#: Temp files younger than this (seconds) may belong to a live writer, so they are left alone (unless the
+#: writer their name records has exited).
 DEFAULT_MIN_TEMP_AGE = 3600.0
 
 _OID = re.compile(rb"[0-9a-f]{64}")
@@ -113,6 +114,17 @@ def _temp_files(store: NbStore) -> Iterator[tuple[Path, os.stat_result]]:
             continue  # its writer renamed it into place meanwhile
         if not entry.is_dir(follow_symlinks=False):
             yield Path(entry.path), st
+
+
+def _stale_temps(store: NbStore, min_temp_age: float) -> Iterator[tuple[Path, os.stat_result, str]]:
+    """Temp files no live writer will rename into place: their writer has exited, or they are old."""
+    now = time.time()
+    for path, st in _temp_files(store):
+        writer = temp_writer(path.name)
+        if writer is not None and writer_is_dead(*writer):
+            yield path, st, f"its writer, pid {writer[1]}, has exited"
+        elif now - st.st_mtime >= min_temp_age:
+            yield path, st, f"{now - st.st_mtime:.0f} s old"
 
 
 def _raw_index(store: NbStore) -> tuple[IndexState | None, int]:
@@ -361,10 +373,7 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
                                 where = "missing from the index"
                             index_issues.append(f"{kind} record {name} {where}")
 
-        for path, st in _temp_files(store):
-            age = time.time() - st.st_mtime
-            if age < min_temp_age:
-                continue
+        for path, _st, why in _stale_temps(store, min_temp_age):
             fixed = False
             if repair:
                 try:
@@ -374,7 +383,7 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
                     fixed = True
                 except OSError:
                     fixed = False
-            detail = f"temp file left by an interrupted write ({age:.0f} s old)" + ("; removed" if fixed else "")
+            detail = f"temp file left by an interrupted write ({why})" + ("; removed" if fixed else "")
             problems.append(Problem("stale-temp", _rel(store, path), detail, fixed))
 
         rebuilt = False
@@ -445,10 +454,8 @@ def gc(store: NbStore, *, dry_run: bool = False, min_temp_age: float = DEFAULT_M
                 doomed.append((path, path.stat().st_size))
             except FileNotFoundError:
                 continue
-        now = time.time()
-        for path, st in _temp_files(store):
-            if now - st.st_mtime >= min_temp_age:
-                doomed.append((path, st.st_size))
+        for path, st, _why in _stale_temps(store, min_temp_age):
+            doomed.append((path, st.st_size))
         for path, size in doomed:
             if not dry_run:
                 try:
