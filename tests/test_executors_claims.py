@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -109,3 +110,58 @@ def test_run_waits_for_claims_held_elsewhere(tmp_path):
     assert result == {"succeeded": [str(abandoned)], "excepted": [str(done_elsewhere)], "errored": []}
     assert "another process" in result.outcomes[0].reason and "Exception: elsewhere" in result.outcomes[0].reason
     assert log.read_text().splitlines() == ["b"]
+
+
+def _age(path, seconds: float = 7200.0) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_gc_removes_idle_claims_of_runs_long_over(tmp_path):
+    """gc removes a claim no one holds once it is old, and keeps held or recent ones; dry runs keep all."""
+    store = get_cache(tmp_path / ".nbstore")
+    store.change_cache_limit(10)  # creates the store
+    keys = ["a" * 32, "b" * 32, "c" * 32]
+    for key in keys:
+        try_claim(store.path, key).release()
+    claims = store.path / CLAIMS_DIR
+    _age(claims / keys[0])
+    _age(claims / keys[1])
+    held = try_claim(store.path, keys[1])
+    try:
+        assert store.gc(dry_run=True).removed == (f"{CLAIMS_DIR}/{keys[0]}",)
+        assert (claims / keys[0]).exists()
+        report = store.gc()
+        assert report.removed == (f"{CLAIMS_DIR}/{keys[0]}",) and report.bytes_freed > 0
+        assert sorted(p.name for p in claims.iterdir() if p.name != ".gitignore") == keys[1:]
+    finally:
+        held.release()
+    assert try_claim(store.path, keys[0]) is not None  # a removed claim is simply made again
+
+
+def test_a_claim_removed_between_open_and_lock_is_taken_afresh(tmp_path, monkeypatch):
+    """If gc unlinks a claim file after try_claim opened it, try_claim claims the file now at the path."""
+    import portalocker
+
+    from nbstore.store import locking
+
+    real_lock = portalocker.lock
+    path = tmp_path / CLAIMS_DIR / KEY
+    with try_claim(tmp_path, KEY) as old:
+        old.finish("excepted", "old")  # an old outcome in the file gc will remove
+    size = path.stat().st_size
+    raced = []
+
+    def lock_after_gc(fh, flags):
+        if not raced:
+            raced.append(True)
+            assert locking.idle_claims(tmp_path, 0, remove=True) == [(path, size)]
+        return real_lock(fh, flags)
+
+    monkeypatch.setattr(portalocker, "lock", lock_after_gc)
+    claim = try_claim(tmp_path, KEY)
+    assert claim is not None and raced
+    assert claim.previous is None  # the new file, not the removed one with its old outcome
+    assert path.exists() and os.stat(path).st_ino == os.fstat(claim._fh.fileno()).st_ino
+    assert try_claim(tmp_path, KEY) is None  # and it is held
+    claim.release()

@@ -74,7 +74,7 @@ class NbStore(StoreFolder):
         return verify(self, repair=repair, min_temp_age=min_temp_age)
 
     def gc(self, *, dry_run: bool = False, min_temp_age: float = DEFAULT_MIN_TEMP_AGE) -> GcReport:
-        """Remove objects no record refers to and temp files older than min_temp_age seconds."""
+        """Remove objects no record refers to, leftover temp files and claims idle for min_temp_age seconds."""
         return gc(self, dry_run=dry_run, min_temp_age=min_temp_age)
 
     # ------------------------------------------------------------------ records

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nbstore.errors import StoreBusyError, StoreWriteError
 
-__all__ = ["CLAIMS_DIR", "DEFAULT_LOCK_TIMEOUT", "Claim", "lock_timeout", "store_lock", "try_claim"]
+__all__ = ["CLAIMS_DIR", "DEFAULT_LOCK_TIMEOUT", "Claim", "idle_claims", "lock_timeout", "store_lock", "try_claim"]
 
 #: Seconds to wait for the lock; long enough for a busy CI machine (NBSTORE_LOCK_TIMEOUT overrides).
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -146,19 +146,23 @@ def try_claim(store_root: Path, key: str) -> Claim | None:
     if len(key) != 32 or not set(key) <= _KEY_CHARS:
         raise ValueError(f"not a notebook key: {key!r}")
     path = _claims_folder(Path(store_root)) / key
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StoreWriteError(f"cannot open the claim {path}: {exc.strerror}") from exc
-    fh = os.fdopen(fd, "r+b")
-    try:
-        portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
-    except portalocker.LockException:
-        fh.close()
-        return None
-    except BaseException:
-        fh.close()
-        raise
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreWriteError(f"cannot open the claim {path}: {exc.strerror}") from exc
+        fh = os.fdopen(fd, "r+b")
+        try:
+            portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        except portalocker.LockException:
+            fh.close()
+            return None
+        except BaseException:
+            fh.close()
+            raise
+        if _still_at(fh, path):
+            break
+        fh.close()  # gc removed this idle claim file after it was opened: claim the one now at path
     try:
         raw = fh.read(65536)
         previous = json.loads(raw) if raw else None
@@ -173,3 +177,51 @@ def try_claim(store_root: Path, key: str) -> Claim | None:
         claim.release()
         raise StoreWriteError(f"cannot write the claim {path}: {exc.strerror}") from exc
     return claim
+
+
+def _still_at(fh, path: Path) -> bool:
+    """True if the open file is still the one at path (gc may have unlinked it in between)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fh.fileno())
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def idle_claims(store_root: Path, min_age: float, *, remove: bool) -> list[tuple[Path, int]]:
+    """Claim files no process holds, last written min_age seconds ago or more; remove them if asked."""
+    import time
+
+    import portalocker
+
+    folder = Path(store_root) / CLAIMS_DIR
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    found = []
+    now = time.time()
+    for name in names:
+        if len(name) != 32 or not set(name) <= _KEY_CHARS:
+            continue
+        path = folder / name
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below, after the unlink it guards
+        except FileNotFoundError:
+            continue
+        with fh:
+            st = os.fstat(fh.fileno())
+            if now - st.st_mtime < min_age:
+                continue
+            try:
+                portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
+            except portalocker.LockException:
+                continue  # a run holds it
+            if not _still_at(fh, path):
+                continue
+            if remove:
+                # Unlinked while locked: a process that opened it meanwhile sees it gone once it locks it.
+                os.unlink(path)
+            found.append((path, st.st_size))
+    return found

@@ -21,7 +21,7 @@ from nbstore.layout import FORMAT, temp_writer
 from nbstore.records import dump_json, parse_config
 from nbstore.store.folder import DEFAULT_CACHE_LIMIT
 from nbstore.store.fsio import atomic_write, translate_os_error, writer_is_dead
-from nbstore.store.locking import store_lock
+from nbstore.store.locking import CLAIMS_DIR, idle_claims, store_lock
 
 if TYPE_CHECKING:
     from nbstore.store.cache import NbStore
@@ -428,7 +428,7 @@ def _referenced(store: NbStore) -> set[str]:
 
 
 def gc(store: NbStore, *, dry_run: bool = False, min_temp_age: float = DEFAULT_MIN_TEMP_AGE) -> GcReport:
-    """Remove objects no record refers to and temp files older than min_temp_age; report what was freed."""
+    """Remove unreferenced objects, leftover temp files and idle old claims; report what was freed."""
     _check_exists(store)
     store._read_config()  # never delete from a store whose format is unknown or whose settings are damaged
     removed: list[str] = []
@@ -456,6 +456,14 @@ def gc(store: NbStore, *, dry_run: bool = False, min_temp_age: float = DEFAULT_M
                 continue
         for path, st, _why in _stale_temps(store, min_temp_age):
             doomed.append((path, st.st_size))
+        try:
+            # Claims of runs that ended long ago tell nothing more (each is removed under its own flock).
+            claims = idle_claims(store.path, min_temp_age, remove=not dry_run)
+        except OSError as exc:
+            raise translate_os_error(exc, "remove a claim in", store.path / CLAIMS_DIR) from exc
+        for path, size in claims:
+            removed.append(_rel(store, path))
+            freed += size
         for path, size in doomed:
             if not dry_run:
                 try:
