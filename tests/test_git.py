@@ -202,8 +202,7 @@ def _conflicting_branches(tmp_path: Path) -> tuple[Path, Path, nbstore.NbCacheRe
 
 
 def test_a_store_left_in_merge_conflict_stays_usable_and_repair_resolves_it_alike(tmp_path):
-    """Records and settings git leaves in conflict are read as the side created first (the larger limit),
-    alike in both merge directions; verify reports them and --repair writes them."""
+    """Files git leaves in conflict read as the side created first (larger limit), alike both ways; repair writes it."""
     one, two, first, second = _conflicting_branches(tmp_path)
     assert first.created < second.created
     store_files = {}

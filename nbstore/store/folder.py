@@ -196,8 +196,7 @@ class StoreFolder:
         return self.rebuild_index()
 
     def _scan_sidecars(self, old: IndexState) -> tuple[IndexState, list[tuple[Path, str]], dict[Path, dict]]:
-        """Build index state from the sidecars alone; also return those that could not be read, and the
-        records chosen for sidecars that git left in conflict."""
+        """Build index state from the sidecars; also return the unreadable ones and those read from a git conflict."""
         state = IndexState()
         state.header = {"op": "header", "format": FORMAT}
         problems: list[tuple[Path, str]] = []
