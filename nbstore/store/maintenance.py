@@ -141,9 +141,7 @@ def _raw_index(store: NbStore) -> tuple[IndexState | None, int]:
 
 
 def _config_problem(store: NbStore) -> tuple[str | None, dict, str]:
-    """Return what is wrong with nbstore.json (None if sound), the settings a repair writes and how it says so.
-
-    Raise StoreFormatError for a newer format."""
+    """Return nbstore.json's problem (None if sound), the settings repair writes and its note; a newer format raises."""
     defaults = {"format": FORMAT, "cache_limit": DEFAULT_CACHE_LIMIT}
     reset = "; rewritten with default settings"
     try:
