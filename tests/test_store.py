@@ -378,3 +378,26 @@ def test_reads_alone_keep_the_index_compact(tmp_path, store, monkeypatch):
     assert index.stat().st_size < 200 * (2 + 10) + 2000
     fresh = get_cache(store.path)
     assert fresh.get_cache_record(record.pk).accessed == last
+
+
+def test_a_bundle_read_racing_a_removal_is_not_found_not_corrupt(tmp_path, monkeypatch):
+    """A record removed elsewhere between its lookup and its read is 'not found', not 'corrupt'."""
+    import nbstore.store.cache as cache_module
+
+    reader = get_cache(tmp_path / "store")
+    record = reader.cache_notebook_file(write_nb(tmp_path / "a.ipynb", make_nb(["x = 1"])))
+    reader.list_cache_records()
+    other = get_cache(tmp_path / "store")  # another process, as far as the reader's state goes
+    real_read = cache_module.read_object
+    raced = []
+
+    def read_after_the_removal(layout, oid, **kwargs):
+        if not raced:
+            raced.append(oid)
+            other.remove_cache(record.pk)  # outside a git work tree its objects go with it
+        return real_read(layout, oid, **kwargs)
+
+    monkeypatch.setattr(cache_module, "read_object", read_after_the_removal)
+    with pytest.raises(RecordNotFoundError):
+        reader.get_cache_bundle(record.pk)
+    assert raced and not reader.layout.object_path(raced[0]).exists()

@@ -146,15 +146,22 @@ class NbStore(StoreFolder):
         except (StoreWriteError, StoreBusyError, OSError):
             pass  # a read-only or busy store still serves reads
 
-    def _cached_notebook(self, pk: int) -> tuple[NbCacheRecord, dict]:
+    def _cached_notebook(self, pk: int, *, retry: bool = True) -> tuple[NbCacheRecord, dict]:
         """Return cache record pk and its notebook as a fresh plain dict, recording the access."""
         state = self._state_in_sync()
         key = self._key_of_pk(state, int(pk))
         record = self._cache_record(state, key)
         try:
-            nb = json.loads(read_object(self.layout, record.notebook))
+            data = read_object(self.layout, record.notebook)
         except StoreCorruptError as exc:
+            # Another process may have removed (or replaced) the record, and its objects, since the lookup.
+            state = self._state_in_sync()
+            changed = self._key_of_pk(state, int(pk)) != key or state.cache[key]["notebook"] != record.notebook
+            if changed and retry:
+                return self._cached_notebook(pk, retry=False)
             raise StoreCorruptError(f"cache record {pk}: {exc}") from exc
+        try:
+            nb = json.loads(data)
         except ValueError as exc:
             raise StoreCorruptError(f"cache record {pk}: notebook object is not JSON: {exc}") from exc
         self._touch(key)
