@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -125,10 +124,10 @@ def display_path(path: str | os.PathLike[str]) -> str:
     text = os.fspath(path)
     if not text:
         return ""
-    try:
-        return Path(text).relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return text
+    # String prefixes, not pathlib: a table of a thousand notebooks calls this a thousand times.
+    cwd = os.getcwd()
+    prefix = cwd if cwd.endswith(os.sep) else cwd + os.sep
+    return text[len(prefix) :].replace(os.sep, "/") if text.startswith(prefix) else text
 
 
 def cache_record_json(record: NbCacheRecord) -> dict:

