@@ -112,6 +112,18 @@ def test_read_only_command_on_missing_store_says_so(cwd, args):
     assert not (cwd / ".nbstore").exists()
 
 
+@pytest.mark.parametrize("args", [["status"], ["cache", "list"], ["stage", "add", "nb.ipynb"]])
+def test_a_file_given_as_the_store_is_named_as_one(cwd, args):
+    """--cache naming a file, for reading or writing, is one error line that says it is a file; the file stays."""
+    fresh(cwd / "nb.ipynb")
+    (cwd / "notes.txt").write_text("mine")
+    result = run("--cache", "notes.txt", *args)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    [line] = error_lines(result)
+    assert line.startswith("Error: ") and line.endswith("notes.txt is a file, not a store folder")
+    assert (cwd / "notes.txt").read_text() == "mine"
+
+
 def test_store_location_option_env_and_default(cwd):
     """--cache wins over NBSTORE_CACHE, which wins over .nbstore in the current folder."""
     nb = fresh(cwd / "nb.ipynb")

@@ -197,6 +197,8 @@ def _store(ctx: typer.Context, *, existing: bool) -> NbStore:
     path = ctx.find_root().obj
     store = NbStore(path)
     if existing and not store.exists():
+        if store.path.exists() and not store.path.is_dir():
+            raise CommandError(f"{render.display_path(store.path)} is a file, not a store folder")
         raise CommandError(
             f"there is no store at {render.display_path(store.path)} "
             "(`nbstore stage add` or `nbstore cache add` creates one; --cache or NBSTORE_CACHE chooses another)"
