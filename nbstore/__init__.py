@@ -40,12 +40,18 @@ _LAZY = {
 }
 
 
+# The seed's module paths, reachable as attributes after a plain `import nbstore` (nbstore.utils.tabulate_...).
+_SUBMODULES = frozenset({"base", "executors", "utils"})
+
+
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nbstore.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nbstore' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -118,6 +118,11 @@ def to_v4(nb: dict) -> dict:
         except Exception as exc:  # nbformat raises assorted errors on malformed v3
             raise NotebookReadError(f"cannot convert this nbformat 3 notebook to nbformat 4: {exc}") from exc
         nb = json.loads(json.dumps(converted))
+        # nbformat gives the upgraded cells random ids; ids by position keep one v3 file one object, and a
+        # diff against its cached copy free of id noise.
+        for index, cell in enumerate(nb.get("cells", [])):
+            if isinstance(cell, dict) and "id" in cell:
+                cell["id"] = f"cell-{index}"
     return rejoin_lines(nb)
 
 

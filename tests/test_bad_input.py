@@ -288,6 +288,11 @@ def test_nbformat_3_is_converted_and_keyed_like_its_v4_form(tmp_path, store):
     assert store.get_cache_record_of_staged(path).pk == record.pk
     pk, merged = store.merge_match_into_file(path)
     assert pk == record.pk and merged.nbformat == 4
+    assert [c.id for c in merged.cells] == ["cell-0", "cell-1", "cell-2"]
+    assert store.merge_match_into_file(path)[1] == merged  # the same file merges to the same notebook
+    # Caching the same v3 file again stores the same object: its converted form does not change between reads.
+    again = store.cache_notebook_file(path, overwrite=True)
+    assert again.notebook == record.notebook
     assert store.verify().problems == ()
 
 

@@ -80,6 +80,17 @@ def test_seed_import_paths():
     assert tabulate_stage_records is nbstore.tabulate_stage_records
 
 
+def test_seed_modules_are_attributes_after_a_plain_import():
+    """After only `import nbstore`, nbstore.utils, nbstore.base and nbstore.executors resolve (as in a notebook)."""
+    code = (
+        "import nbstore\n"
+        "print(nbstore.utils.tabulate_cache_records.__module__, nbstore.base.NbBundleIn.__name__,"
+        " nbstore.executors.load_executor.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["nbstore.utils", "NbBundleIn", "load_executor"]
+
+
 def test_import_is_light():
     """Importing nbstore loads none of nbformat, nbclient, jupyter_client, nbdime, typer or rich."""
     code = (
