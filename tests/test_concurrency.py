@@ -95,7 +95,7 @@ def test_writers_mixing_cache_stage_discard_remove(tmp_path):
 
 
 def test_readers_see_whole_records_while_writers_write(tmp_path):
-    """A process listing and reading while four others write never sees a half-written record or object."""
+    """A process listing and reading while three others write never sees a half-written record or object."""
     store = tmp_path / "store"
     go = tmp_path / "go"
     procs = [start_worker("cache", str(store), str(tmp_path / f"nbs{w}"), f"r{w}", "40", str(go)) for w in range(3)]
