@@ -61,8 +61,16 @@ class NotebookNotFoundError(NbStoreError, FileNotFoundError):
     """A notebook, asset or artifact path does not exist."""
 
 
-class ArtifactPathError(CachingError, ValueError):
-    """An artifact or asset path lies outside the folder it must be in."""
+class ArtifactPathError(CachingError, ValueError, OSError):
+    """An artifact or asset path lies outside the folder it must be in, or is not a regular file."""
+
+    # jupyter-cache raises IOError for an artifact that is a folder, ValueError for one outside: callers of
+    # either catch this. OSError's own constructor would read a second argument as an errno; keep args plain.
+    def __init__(self, *args: object) -> None:
+        Exception.__init__(self, *args)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), self.args)
 
 
 class StoreBusyError(NbStoreError, TimeoutError):

@@ -255,17 +255,24 @@ def test_cache_remove(cwd):
 
 
 def test_cache_diff(cwd):
-    """diff says when nothing differs and otherwise prints nbdime's diff naming the changed source."""
+    """diff exits 0 when nothing differs, 1 with nbdime's diff when it does, 2 when it cannot compare."""
     pytest.importorskip("nbdime")
     nb = executed(cwd / "a.ipynb", ["x = 1"])
     ok("cache", "add", nb)
     same = ok("cache", "diff", "1", nb)
     assert same.stdout == "" and "does not differ from cache ID 1" in same.stderr
     executed(nb, ["x = 12345"])
-    changed = ok("cache", "diff", "1", nb).stdout
-    assert "x = 12345" in changed and "cached pk=1" in changed
-    assert run("cache", "diff", "1", "missing.ipynb").exit_code == 1
-    assert run("cache", "diff", "5", nb).exit_code == 1
+    changed = run("cache", "diff", "1", nb)
+    assert changed.exit_code == 1 and error_lines(changed) == []
+    assert "x = 12345" in changed.stdout and "cached pk=1" in changed.stdout
+    missing = run("cache", "diff", "1", "missing.ipynb")
+    assert missing.exit_code == 2 and "missing.ipynb" in error_lines(missing)[0]
+    unknown = run("cache", "diff", "5", nb)
+    assert unknown.exit_code == 2
+    assert error_lines(unknown) == ["Error: no cached notebook has ID 5 (see `nbstore cache list`)"]
+    (cwd / "bad.ipynb").write_text("not json")
+    assert run("cache", "diff", "1", "bad.ipynb").exit_code == 2
+    assert run("--cache", "nowhere", "cache", "diff", "1", nb).exit_code == 2
 
 
 def test_cache_limit(cwd):
@@ -288,7 +295,8 @@ def test_stage_add_list_show_remove(cwd):
     b = fresh(cwd / "nbs" / "b.ipynb", ["b = 1"])
     (cwd / "nbs" / "data.csv").write_text("1,2\n")
     out = ok("stage", "add", a, b, "--asset", "nbs/data.csv").stdout.splitlines()
-    assert out == [f"Staged {a} as ID 1", f"Staged {b} as ID 2"]
+    # Named as status names them (relative to the current folder), whatever form the argument took.
+    assert out == ["Staged nbs/a.ipynb as ID 1", "Staged nbs/b.ipynb as ID 2"]
     rows = json.loads(ok("stage", "list", "--json").stdout)
     assert [(r["pk"], r["uri"], r["assets"], r["cache_pk"], r["failed"]) for r in rows] == [
         (1, str(a), [str(cwd / "nbs" / "data.csv")], None, False),

@@ -342,8 +342,6 @@ def cache_show(ctx: typer.Context, pk: CacheId, as_json: JsonOption = False) -> 
     if as_json:
         render.print_json(render.cache_record_json(record))
         return
-    import json
-
     pairs = [
         ("ID", record.pk),
         ("Origin", render.display_path(record.uri)),
@@ -352,7 +350,7 @@ def cache_show(ctx: typer.Context, pk: CacheId, as_json: JsonOption = False) -> 
         ("Created", render.local_time(record.created)),
         ("Accessed", render.local_time(record.accessed)),
         ("Description", record.description),
-        ("Data", json.dumps(record.data, ensure_ascii=False) if record.data else ""),
+        ("Data", render.format_data(record.data)),
         ("Notebook object", record.notebook),
         ("Artifacts", "\n".join(sorted(record.artifacts)) or "none"),
     ]
@@ -394,16 +392,25 @@ def cache_diff(
 ) -> None:
     """Diff a notebook against a cached one.
 
-    Prints nbdime's diff (needs nbstore-cache[diff]).
+    Prints nbdime's diff (needs nbstore-cache[diff]). The exit status is 0 if they
+    are the same, 1 if they differ, 2 on trouble (as diff's).
     """
-    store = _store(ctx, existing=True)
-    _cache_record(store, pk)
-    if not store.diff_nbfile_with_cache(pk, notebook):
-        render.print_note(f"{notebook} does not differ from cache ID {pk}")
-        return
-    color = render.console().is_terminal and not os.environ.get("NO_COLOR")
-    text = store.diff_nbfile_with_cache(pk, notebook, as_str=True, use_color=color)
+    try:
+        store = _store(ctx, existing=True)
+        _cache_record(store, pk)
+        if not store.diff_nbfile_with_cache(pk, notebook):
+            render.print_note(f"{notebook} does not differ from cache ID {pk}")
+            return
+        color = render.console().is_terminal and not os.environ.get("NO_COLOR")
+        text = store.diff_nbfile_with_cache(pk, notebook, as_str=True, use_color=color)
+    except CommandError as exc:
+        raise CommandError(exc.message, code=2) from exc
+    except (NbStoreError, OSError, ImportError) as exc:
+        # 1 means "they differ" here, so every failure to compare is trouble (2), as for diff(1).
+        message = _prefixed(notebook, exc) if isinstance(exc, NbStoreError) else _message(exc)
+        raise CommandError(message, code=2) from exc
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    raise typer.Exit(1)
 
 
 @cache_app.command("cat-artifact", cls=LightCommand)
@@ -472,7 +479,8 @@ def stage_add(
             failed += 1
             render.print_error(_prefixed(nb, exc))
         else:
-            render.print_note(f"Staged {nb} as ID {record.pk}", stderr=False)
+            # The record's name (a symlink's target), so that stage add and status name a notebook alike.
+            render.print_note(f"Staged {render.display_path(record.uri)} as ID {record.pk}", stderr=False)
     if failed:
         raise typer.Exit(1)
 
@@ -585,7 +593,13 @@ def stage_remove(
 
 
 @app.command(cls=LightCommand)
-def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def status(
+    ctx: typer.Context,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit with status 1 unless every staged notebook is up to date (for CI).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Show whether each staged notebook is up to date.
 
     Each is up to date, outdated, failed or missing, with its cache ID and last run.
@@ -608,16 +622,20 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         )
     if as_json:
         render.print_json(rows)
-        return
-    if not rows:
+    elif not rows:
         render.print_note("Nothing is staged (`nbstore stage add NB...` stages notebooks).")
-        return
-    render.show(render.status_table(rows))
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    order = ("up to date", "outdated", "failed", "missing file", "unreadable")
-    render.print_note(", ".join(f"{counts[s]} {s}" for s in order if s in counts), stderr=False)
+    else:
+        render.show(render.status_table(rows))
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        order = ("up to date", "outdated", "failed", "missing file", "unreadable")
+        render.print_note(", ".join(f"{counts[s]} {s}" for s in order if s in counts), stderr=False)
+    stale = [row for row in rows if row["status"] != "up to date"]
+    if check and stale:
+        named = ", ".join(f"{render.display_path(row['uri'])} ({row['status']})" for row in stale)
+        verb = "is" if len(stale) == 1 else "are"
+        raise CommandError(f"{_count(len(stale), 'staged notebook')} {verb} not up to date: {named}")
 
 
 @app.command(cls=LightCommand)
@@ -694,6 +712,7 @@ def execute(
         typer.Option(
             "--executor",
             "-e",
+            metavar="NAME",
             help="local-parallel, local-serial, temp-parallel, temp-serial, or another registered executor.",
         ),
     ] = (DEFAULT_EXECUTOR),

@@ -44,16 +44,40 @@ def _process(param: Any, ctx: Any, value: Any, typer_process: Any) -> Any:
     return converted
 
 
+#: What help shows for an option value without a metavar of its own (Typer would show `<int range>`, `<float>`).
+_PLAIN_METAVARS = {int: "N", float: "SECONDS", str: "TEXT", Path: "PATH"}
+
+
+def _plain_metavar(param: Any) -> str | None:
+    descriptor = getattr(param, "type_descriptor", None)
+    return _PLAIN_METAVARS.get(getattr(descriptor, "annotation", None))
+
+
 # Instances of Typer's classes are switched to these in place, so they must add no attributes (and no mixin:
 # a second base changes the object layout and makes the switch impossible).
 class _LightOption(TyperOption):
     def process_value(self, ctx: Any, value: Any) -> Any:
         return _process(self, ctx, value, super().process_value)
 
+    def display_type_rich(self, ctx: Any) -> str | None:
+        # A person reads `--workers N`, not Click's `--workers <int range>`.
+        return self.metavar or _plain_metavar(self) or super().display_type_rich(ctx)
+
 
 class _LightArgument(TyperArgument):
     def process_value(self, ctx: Any, value: Any) -> Any:
         return _process(self, ctx, value, super().process_value)
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # the name column already says `NB...`; Typer would add `<list[Path]>`
+
+    def _rich_display_name(self) -> str:
+        return self.display_name_raw + ("..." if self.nargs != 1 else "")
+
+    def _usage_display_name(self) -> str:
+        # `NB...` for a required argument, `[N]` for an optional one (Typer writes `{NB}...`).
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
 
 
 # Only Typer versions that coerce at run time (get_runtime_param) pay for pydantic; older ones are left alone.

@@ -25,6 +25,7 @@ __all__ = [
     "display_path",
     "execute_table",
     "format_bytes",
+    "format_data",
     "format_seconds",
     "iso_time",
     "local_time",
@@ -117,6 +118,19 @@ def format_seconds(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return ""
     return f"{value:.2f} s"
+
+
+def format_data(data: dict) -> str:
+    """Return a record's data for a table: JSON, with seconds shown as seconds ('0.63 s', not 0.6286610199)."""
+    if not data:
+        return ""
+    parts = []
+    for key, value in data.items():
+        if key.endswith("_seconds") and format_seconds(value):
+            parts.append(f"{json.dumps(key, ensure_ascii=False)}: {format_seconds(value)}")
+        else:
+            parts.append(f"{json.dumps(key, ensure_ascii=False)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
@@ -239,7 +253,7 @@ def cache_table(records: Iterable[NbCacheRecord], *, hashkeys: bool = False) -> 
             row.append(r.hashkey)
         row.append(str(len(r.artifacts)))
         if with_data:
-            row.append(json.dumps(r.data, ensure_ascii=False) if r.data else "")
+            row.append(format_data(r.data))
         table.add_row(*row)
     return table
 

@@ -182,12 +182,14 @@ class Executor:
         force: bool = False,
         workers: int | None = None,
         on_event: Callable[[ExecutionEvent], None] | None = None,
+        record_timing: bool = False,
     ) -> ExecutionResult:
         """Run the staged notebooks with no cache match (all selected ones if force) and cache the successes."""
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
             raise ValueError(f"timeout must be a number of seconds or None, not {timeout!r}")
         size = self.worker_count(workers)
         run = _Run(self, timeout=timeout, allow_errors=bool(allow_errors), force=bool(force), on_event=on_event)
+        run.record_timing = bool(record_timing)
         broken, groups = run.plan(self._select(filter_uris, filter_pks))
         with _sigterm_cleans_up():
             run.execute(broken, groups, size)
@@ -240,6 +242,7 @@ class _Run:
         self.total = 0
         self._job_ids = 0
         self._running: dict[int, _Group] = {}
+        self.record_timing = False
 
     # ------------------------------------------------------------------ choosing what runs
 
@@ -445,6 +448,7 @@ class _Run:
             timeout=self.timeout,
             allow_errors=self.allow_errors,
             followers=tuple(r.pk for r in group.records[1:]),
+            record_timing=self.record_timing,
         )
         self._running[group.job_id] = group
         self._start(group.records)

@@ -221,6 +221,7 @@ def execute_notebook(
     runtime_dir: str | None = None,
     on_kernel: Any = None,
     wait_for_exit: bool = False,
+    record_timing: bool = False,
 ) -> RunResult:
     """Execute nb (a NotebookNode, changed in place) on a new kernel started in cwd; never raises on failure."""
     limit = None if timeout is None or timeout <= 0 else float(timeout)
@@ -233,6 +234,7 @@ def execute_notebook(
         timeout=None if limit is None else max(1, int(limit + 0.999)),
         timeout_func=None if limit is None else (lambda cell: limit),
         allow_errors=allow_errors,
+        record_timing=record_timing,
         resources={"metadata": {"path": str(cwd)}},
         log=_nbclient_log,
     )

@@ -30,6 +30,8 @@ class Job:
     allow_errors: bool
     #: Other stage records with the same key: they share this run's outcome (traceback included).
     followers: tuple[int, ...] = ()
+    #: Let nbclient stamp each cell's metadata.execution with timestamps (off: reruns give identical cells).
+    record_timing: bool = False
 
 
 @dataclass(frozen=True)

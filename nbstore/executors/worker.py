@@ -176,6 +176,7 @@ def run_job(job: Job, *, kernels: Any, runtime_dir: str | None, on_kernel: Any =
             kernels=kernels,
             runtime_dir=runtime_dir,
             on_kernel=on_kernel,
+            record_timing=job.record_timing,
             # Files a temp-* run leaves become artifacts: let the kernel exit (and flush) before reading them.
             wait_for_exit=tmp is not None,
         )

@@ -1,0 +1,134 @@
+"""What a newcomer and a CI pipeline meet on the command line (issue 11): checks, exits, help, names, folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+
+from nbstore import get_cache
+from nbstore.errors import ArtifactPathError
+from tests.test_cli_app import error_lines, executed, fresh, ok, run
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    """Run every command from tmp_path with no NBSTORE_CACHE and no colour forced from outside."""
+    for name in ("NBSTORE_CACHE", "FORCE_COLOR", "NO_COLOR", "COLUMNS", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------- status --check
+
+
+def test_status_check_passes_when_everything_is_up_to_date(cwd):
+    """status --check exits 0 when every staged notebook has a cached result (table and JSON alike)."""
+    nb = executed(cwd / "a.ipynb")
+    ok("cache", "add", nb)
+    ok("stage", "add", nb)
+    assert "1 up to date" in ok("status", "--check").stdout
+    assert json.loads(ok("status", "--check", "--json").stdout)[0]["status"] == "up to date"
+
+
+def test_status_check_fails_naming_each_stale_notebook(cwd):
+    """status --check exits 1 naming every outdated, failed and missing notebook; plain status still exits 0."""
+    store = get_cache(cwd / ".nbstore")
+    up = executed(cwd / "up.ipynb", ["u = 1"])
+    ok("cache", "add", up)
+    paths = [up] + [fresh(cwd / f"{name}.ipynb", [f"n = {name!r}"]) for name in ("out", "fail", "gone")]
+    ok("stage", "add", *paths)
+    store.set_staged_traceback(3, "Traceback\nZeroDivisionError")
+    (cwd / "gone.ipynb").unlink()
+    assert run("status").exit_code == 0
+    checked = run("status", "--check")
+    assert checked.exit_code == 1 and "1 up to date, 1 outdated, 1 failed, 1 missing file" in checked.stdout
+    assert error_lines(checked) == [
+        "Error: 3 staged notebooks are not up to date: out.ipynb (outdated), fail.ipynb (failed), "
+        "gone.ipynb (missing file)"
+    ]
+    as_json = run("status", "--check", "--json")
+    assert as_json.exit_code == 1 and len(json.loads(as_json.stdout)) == 4
+
+
+# ---------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stage", "add"],
+        ["stage", "remove"],
+        ["cache", "add"],
+        ["cache", "remove"],
+        ["cache", "limit"],
+        ["cache", "diff"],
+        ["execute"],
+        ["match"],
+        ["merge"],
+    ],
+)
+def test_help_shows_metavars_a_person_reads(cwd, command):
+    """--help writes `NB...`, `PATH`, `N`, never Click's `{NB}`, `<list[Path]>` or `<int range>`."""
+    text = ok(*command, "--help").stdout
+    assert "{" not in text and "<" not in text, text
+    usage = text.splitlines()[0]
+    if command in (["stage", "add"], ["cache", "add"], ["match"]):
+        assert usage.endswith(" NB..."), usage
+
+
+def test_help_of_execute_and_limit(cwd):
+    """execute --help names its values NAME, N and SECONDS; cache limit's argument is [N]."""
+    text = ok("execute", "--help").stdout
+    assert "--executor NAME" in text and "--workers N" in text and "--timeout SECONDS" in text
+    assert ok("cache", "limit", "--help").stdout.splitlines()[0].endswith(" [N]")
+
+
+# ---------------------------------------------------------------------------- seconds
+
+
+def test_tables_show_seconds_as_seconds_and_json_keeps_them(cwd):
+    """cache list/show print execution_seconds as '0.63 s'; --json keeps every digit."""
+    nb = executed(cwd / "a.ipynb")
+    store = get_cache(cwd / ".nbstore")
+    store.cache_notebook_file(nb, data={"execution_seconds": 0.6286610199999814, "tag": "x"})
+    listed = ok("cache", "list").stdout
+    assert '{"execution_seconds": 0.63 s, "tag": "x"}' in listed and "0.62866" not in listed
+    shown = ok("cache", "show", "1").stdout
+    assert "0.63 s" in shown and "0.62866" not in shown
+    assert json.loads(ok("cache", "list", "--json").stdout)[0]["data"]["execution_seconds"] == 0.6286610199999814
+
+
+# ---------------------------------------------------------------------------- symlinks
+
+
+def test_symlinked_notebook_has_one_name_in_stage_add_and_status(cwd):
+    """A notebook staged through a symlink is reported by the same name by stage add, stage list and status."""
+    real = fresh(cwd / "real" / "nb.ipynb")
+    os.symlink(real, cwd / "link.ipynb")
+    added = ok("stage", "add", "link.ipynb").stdout
+    assert added.strip() == "Staged real/nb.ipynb as ID 1"
+    assert "real/nb.ipynb" in ok("status").stdout and "link.ipynb" not in ok("status").stdout
+    assert "real/nb.ipynb" in ok("stage", "list").stdout
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_artifact_path_error_is_also_an_os_error_and_pickles():
+    """ArtifactPathError is caught as IOError (jupyter-cache's) and as ValueError, and pickles with its message."""
+    exc = ArtifactPathError("artifact out is not a regular file")
+    assert isinstance(exc, IOError) and isinstance(exc, ValueError)
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is ArtifactPathError and str(back) == str(exc) and back.args == exc.args
+
+
+def test_folder_artifact_raises_ioerror(cwd):
+    """Caching a notebook with a folder as artifact raises what a jupyter-cache caller catches (IOError)."""
+    nb = executed(cwd / "a.ipynb")
+    (cwd / "out").mkdir()
+    with pytest.raises(IOError, match="not a regular file"):
+        get_cache(cwd / ".nbstore").cache_notebook_file(nb, artifacts=[cwd / "out"])

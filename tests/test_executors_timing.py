@@ -1,0 +1,26 @@
+"""nbclient's record_timing: off by default (cells carry no timestamps), on with run_and_cache(record_timing=True)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbstore import get_cache
+from nbstore.executors import load_executor
+from tests.executortools import code_nb, process_guard
+
+pytestmark = pytest.mark.kernel
+
+
+def test_record_timing_off_by_default_and_on_when_asked(tmp_path):
+    """A default run caches cells without metadata.execution; record_timing=True stamps each code cell."""
+    with process_guard():
+        store = get_cache(tmp_path / ".nbstore")
+        store.stage_notebook_file(code_nb(tmp_path / "nb.ipynb", "a = 1", "print(a)"))
+        executor = load_executor("local-serial", cache=store)
+        assert executor.run_and_cache().succeeded
+        cells = store.get_cache_bundle(1).nb.cells
+        assert [c.metadata.get("execution") for c in cells if c.cell_type == "code"] == [None, None]
+        assert executor.run_and_cache(force=True, record_timing=True).succeeded
+        (record,) = store.list_cache_records()
+        code = [c for c in store.get_cache_bundle(record.pk).nb.cells if c.cell_type == "code"]
+        assert all("shell.execute_reply" in c.metadata["execution"] for c in code), code
