@@ -197,6 +197,10 @@ def _store(ctx: typer.Context, *, existing: bool) -> NbStore:
     path = ctx.find_root().obj
     store = NbStore(path)
     if existing and not store.exists():
+        if (store.path / "global.db").is_file():
+            from nbstore.store.folder import jupyter_cache_hint
+
+            raise CommandError(jupyter_cache_hint(store.path))
         if store.path.exists() and not store.path.is_dir():
             raise CommandError(f"{render.display_path(store.path)} is a file, not a store folder")
         raise CommandError(
@@ -892,3 +896,7 @@ def gc(
     render.print_note(
         f"{verb} {_count(len(report.removed), 'file')}, {render.format_bytes(report.bytes_freed)}", stderr=False
     )
+
+
+# Commands kept in modules of their own register themselves on `app` when imported.
+from nbstore.cli import jcimport as _jcimport  # noqa: E402,F401

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,11 +286,24 @@ class NbStore(StoreFolder):
         description: str = "",
         *,
         key: str | None = None,
+        created: datetime | None = None,
+        accessed: datetime | None = None,
     ) -> NbCacheRecord:
-        """Cache a bundle (under `key` if given: the executor passes the pre-run key); CachingError if present."""
+        """Cache a bundle (under `key` if given: the executor passes the pre-run key); CachingError if present.
+
+        `created` and `accessed` (naive UTC, as records hold them; default now) keep the times of a record
+        imported from elsewhere.
+        """
         nb = _plain(bundle.nb, source=str(bundle.uri or "") or "notebook")
         return self._cache_plain(
-            bundle, nb, check_validity=check_validity, overwrite=overwrite, description=description, key=key
+            bundle,
+            nb,
+            check_validity=check_validity,
+            overwrite=overwrite,
+            description=description,
+            key=key,
+            created=created,
+            accessed=accessed,
         )
 
     def _cache_plain(
@@ -301,6 +315,8 @@ class NbStore(StoreFolder):
         overwrite: bool,
         description: str,
         key: str | None,
+        created: datetime | None = None,
+        accessed: datetime | None = None,
     ) -> NbCacheRecord:
         """Cache bundle, whose notebook nb is a plain checked dict owned by this call (it may be changed)."""
         uri = str(bundle.uri or "")
@@ -335,13 +351,14 @@ class NbStore(StoreFolder):
             for oid, blob in blobs.items():
                 if not has_object(self.layout, oid, len(blob)):
                     put_object(self.layout, blob, oid=oid)
-            created = now()
+            created = created or now()
+            accessed = max(accessed or created, created)
             record = NbCacheRecord(
                 pk=state.high_water["cache"] + 1,
                 hashkey=key,
                 uri=uri,
                 created=created,
-                accessed=created,
+                accessed=accessed,
                 description=description,
                 data=json.loads(json.dumps(data)),
                 notebook=nb_oid,
@@ -351,7 +368,10 @@ class NbStore(StoreFolder):
             sidecar = record.to_sidecar()
             self._begin()
             atomic_write(self.layout.cache_sidecar(key), dump_json(sidecar), tmpdir=self.layout.tmp)
-            self._append({"op": "put", "kind": "cache", "name": key, "rec": sidecar})
+            entries: list[dict] = [{"op": "put", "kind": "cache", "name": key, "rec": sidecar}]
+            if accessed != created:
+                entries.append({"op": "touch", "kind": "cache", "name": key, "t": format_time(accessed)})
+            self._append(*entries)
             self._evict(self._state, self._read_config().get("cache_limit", DEFAULT_CACHE_LIMIT), keep=key)
         return record
 

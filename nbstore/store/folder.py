@@ -18,7 +18,7 @@ from nbstore.records import NbCacheRecord, conflict_sides, dump_json, parse_conf
 from nbstore.store.fsio import append_bytes, atomic_write, translate_os_error
 from nbstore.store.locking import store_lock
 
-__all__ = ["DEFAULT_CACHE_LIMIT", "StoreFolder"]
+__all__ = ["DEFAULT_CACHE_LIMIT", "StoreFolder", "jupyter_cache_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,14 @@ DEFAULT_CACHE_LIMIT = 1000
 
 # Rewrite the index once superseded lines outnumber live entries by this much.
 _COMPACT_SLACK = 2000
+
+
+def jupyter_cache_hint(path: Path) -> str:
+    """The message for a store path that holds a jupyter-cache folder."""
+    return (
+        f"{path} is a jupyter-cache folder (it has global.db), not an nbstore store: "
+        f"`nbstore import-jupyter-cache {path}` imports it into an nbstore store (--cache chooses which)"
+    )
 
 
 class StoreFolder:
@@ -60,6 +68,8 @@ class StoreFolder:
                 if self.layout.config.is_file():
                     # A writer finished creating the store between the read and the listing.
                     return self._read_config()
+                if (self.path / "global.db").is_file():
+                    raise StoreFormatError(jupyter_cache_hint(self.path)) from None
                 raise StoreFormatError(
                     f"{self.path} is not an nbstore store (it has files but no nbstore.json); refusing to use it"
                 ) from None
