@@ -11,11 +11,14 @@ from typing import IO, Any
 from nbstore.errors import ArtifactPathError, NotebookNotFoundError
 from nbstore.records import NbCacheRecord
 
-__all__ = ["NbArtifacts", "NbBundleIn", "NbBundleOut", "StoredArtifacts", "check_inside"]
+__all__ = ["NbArtifacts", "NbBundleIn", "NbBundleOut", "StoredArtifacts", "check_inside", "files_below"]
 
 
-def check_inside(path: Path, folder: Path, *, what: str = "artifact") -> Path:
-    """Return path relative to folder, raising ArtifactPathError if it (or a symlink in it) leaves folder."""
+def check_inside(path: Path, folder: Path, *, what: str = "artifact", folders: bool = False) -> Path:
+    """Return path relative to folder, raising ArtifactPathError if it (or a symlink in it) leaves folder.
+
+    It must be a regular file, or also a folder where folders is true (an asset folder).
+    """
     folder = folder.resolve()
     candidate = path if path.is_absolute() else folder / path
     if not os.path.lexists(candidate):
@@ -25,9 +28,28 @@ def check_inside(path: Path, folder: Path, *, what: str = "artifact") -> Path:
         rel = real.relative_to(folder)
     except ValueError:
         raise ArtifactPathError(f"{what} {path} is outside the folder {folder}") from None
-    if not real.is_file():
-        raise ArtifactPathError(f"{what} {path} is not a regular file")
+    if not (real.is_file() or (folders and real.is_dir())):
+        raise ArtifactPathError(f"{what} {path} is not a regular file{' or folder' if folders else ''}")
     return rel
+
+
+def files_below(paths: Iterable[Path], *, inside: Path) -> list[Path]:
+    """Return paths with each folder inside `inside` replaced by the regular files below it (links not followed).
+
+    Anything else is returned as it is, for check_inside to refuse when it is used: a record from an untrusted
+    store must not make nbstore walk folders outside the notebook's.
+    """
+    base = os.path.realpath(inside)
+    out: list[Path] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if os.path.islink(path) or not os.path.isdir(path) or not (real + os.sep).startswith(base + os.sep):
+            out.append(path)
+            continue
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not os.path.islink(os.path.join(root, d)))
+            out.extend(Path(root, f) for f in sorted(files) if not os.path.islink(os.path.join(root, f)))
+    return out
 
 
 class NbArtifacts:

@@ -14,6 +14,7 @@ __all__ = [
     "check_structure",
     "check_validity",
     "dump_notebook",
+    "jupyter_text",
     "merge_outputs",
     "parse_notebook",
     "strip_notebook",
@@ -131,6 +132,44 @@ def to_node(nb: dict) -> Any:
     from nbformat import from_dict
 
     return from_dict(nb)
+
+
+#: Mime types nbformat writes as lists of lines besides text/*.
+_SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
+
+
+def _split_bundle(data: Any) -> None:
+    if isinstance(data, dict):
+        for mime, value in list(data.items()):
+            if isinstance(value, str) and (mime.startswith("text/") or mime in _SPLIT_MIMES):
+                data[mime] = value.splitlines(True)
+
+
+def jupyter_text(nb: dict) -> str:
+    """Return a v4 notebook dict as the text nbformat.writes gives (lines split, sorted keys, indent 1).
+
+    Plain json: `nbformat` costs seconds to import where jsonschema loads format checkers, and a merge needs
+    only this layout. nb is not changed.
+    """
+    nb = copy.deepcopy(nb)
+    meta = nb.get("metadata")
+    if isinstance(meta, dict):
+        for transient in ("orig_nbformat", "orig_nbformat_minor", "signature"):
+            meta.pop(transient, None)
+    for cell in nb.get("cells", []):
+        if isinstance(cell.get("metadata"), dict):
+            cell["metadata"].pop("trusted", None)
+        if isinstance(cell.get("source"), str):
+            cell["source"] = cell["source"].splitlines(True)
+        for attachment in (cell.get("attachments") or {}).values():
+            _split_bundle(attachment)
+        if cell.get("cell_type") == "code":
+            for output in cell.get("outputs") or []:
+                if output.get("output_type") in ("execute_result", "display_data"):
+                    _split_bundle(output.get("data"))
+                elif output.get("output_type") == "stream" and isinstance(output.get("text"), str):
+                    output["text"] = output["text"].splitlines(True)
+    return json.dumps(nb, indent=1, sort_keys=True, separators=(",", ": "), ensure_ascii=False)
 
 
 def _source_text(source: Any) -> str:

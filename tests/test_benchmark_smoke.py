@@ -36,6 +36,7 @@ EXPECTED_ROWS = {
     "cli_list": ("nbstore", "jcache"),
     "cli_status": ("nbstore", "jcache"),
     "cli_status_rss": ("nbstore", "jcache"),
+    "cli_merge": ("nbstore", "jcache", "no nbdime"),
     "mem_status": ("nbstore", "jcache"),
     "mem_status_time": ("nbstore", "jcache"),
     "exec_trivial_serial": ("nbstore", "jcache", "floor"),

@@ -532,10 +532,13 @@ def test_verify_reports_damage_and_repair_fixes_it(cwd):
     assert json.loads(ok("verify", "--json").stdout)["problems"] == []
 
 
-def test_gc_dry_run_then_remove(cwd):
+def test_gc_dry_run_then_remove(cwd, monkeypatch, tmp_path_factory):
     """gc --dry-run lists an unreferenced object and keeps it; gc removes it and reports the bytes freed."""
     import hashlib
+    import tempfile
 
+    # gc also removes dead runs' kernel folders from the temp folder: give it an empty one of its own.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("systmp")))
     ok("cache", "add", executed(cwd / "a.ipynb"))
     blob = b"nothing refers to me\n"
     oid = hashlib.sha256(blob).hexdigest()
@@ -543,11 +546,21 @@ def test_gc_dry_run_then_remove(cwd):
     orphan.parent.mkdir(exist_ok=True)
     orphan.write_bytes(blob)
     dry = json.loads(ok("gc", "--dry-run", "--json").stdout)
-    assert dry == {"dry_run": True, "removed": [f"objects/{oid[:2]}/{oid[2:]}"], "bytes_freed": len(blob)}
+    assert dry == {
+        "dry_run": True,
+        "removed": [f"objects/{oid[:2]}/{oid[2:]}"],
+        "bytes_freed": len(blob),
+        "runtime_dirs": [],
+    }
     assert orphan.exists()
     assert f"Would remove objects/{oid[:2]}/{oid[2:]}" in ok("gc", "--dry-run").stdout
     text = ok("gc").stdout
     assert f"Removed objects/{oid[:2]}/{oid[2:]}" in text and f"Removed 1 file, {len(blob)} B" in text
     assert not orphan.exists()
-    assert json.loads(ok("gc", "--json").stdout) == {"dry_run": False, "removed": [], "bytes_freed": 0}
+    assert json.loads(ok("gc", "--json").stdout) == {
+        "dry_run": False,
+        "removed": [],
+        "bytes_freed": 0,
+        "runtime_dirs": [],
+    }
     assert ok("match", "a.ipynb").stdout == "1\ta.ipynb\n"

@@ -13,6 +13,15 @@ import pytest
 from tests.conftest import make_nb, write_nb
 
 HEAVY = ("nbformat", "nbclient", "jupyter_client", "nbdime")
+#: An executed nbformat 3 notebook (merging it converts it with nbformat).
+V3 = {
+    "metadata": {},
+    "nbformat": 3,
+    "nbformat_minor": 0,
+    "worksheets": [
+        {"cells": [{"cell_type": "code", "input": "v = 3", "language": "python", "outputs": [], "prompt_number": 1}]}
+    ],
+}
 
 
 def _imported(args: list[str], cwd) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -66,8 +75,22 @@ def test_fast_commands_import_no_heavy_package(tmp_path):
         assert "pydantic" not in names, args
         # Plain help: Typer's Rich help would import a Markdown parser on every --help.
         assert "markdown_it" not in names, args
-    # The detector itself works: merge writes with nbformat, so it must show up there.
-    names, proc = _imported(["merge", "n0.ipynb"], tmp_path)
-    assert proc.returncode == 0 and "nbformat" in names
+    # The detector itself works: converting an nbformat 3 notebook needs nbformat, so it must show up there.
+    (tmp_path / "v3.ipynb").write_text(json.dumps(V3))
+    subprocess.run([sys.executable, "-m", "nbstore", "cache", "add", "v3.ipynb"], cwd=tmp_path, check=True, timeout=120)
+    names, proc = _imported(["merge", "v3.ipynb"], tmp_path)
+    assert proc.returncode == 0 and "nbformat" in names, proc.stderr[-2000:]
     rows = json.loads(_imported(["status", "--json"], tmp_path)[1].stdout)
     assert [r["status"] for r in rows] == ["up to date", "outdated", "outdated"]
+
+
+@pytest.mark.slow
+def test_merge_and_an_unchanged_diff_import_neither_nbformat_nor_nbdime(tmp_path):
+    """`nbstore merge` of a v4 notebook and `cache diff` of an unchanged one import no heavy package."""
+    write_nb(tmp_path / "n0.ipynb", make_nb(["x = 0"]))
+    subprocess.run([sys.executable, "-m", "nbstore", "cache", "add", "n0.ipynb"], cwd=tmp_path, check=True, timeout=120)
+    for args in (["merge", "n0.ipynb"], ["merge", "n0.ipynb", "-o", "out.ipynb"], ["cache", "diff", "1", "n0.ipynb"]):
+        names, proc = _imported(args, tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr[-2000:])
+        assert "nbstore" in names and not names & set(HEAVY), (args, sorted(names & set(HEAVY)))
+    assert json.loads((tmp_path / "out.ipynb").read_text())["cells"][1]["outputs"][0]["text"] == ["out 1\n"]

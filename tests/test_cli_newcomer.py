@@ -132,3 +132,112 @@ def test_folder_artifact_raises_ioerror(cwd):
     (cwd / "out").mkdir()
     with pytest.raises(IOError, match="not a regular file"):
         get_cache(cwd / ".nbstore").cache_notebook_file(nb, artifacts=[cwd / "out"])
+
+
+# ---------------------------------------------------------------------------- stage add: folders, globs, assets
+
+
+def _tree(root):
+    """Write a docs tree with notebooks in nested, hidden, checkpoint and store folders (and one non-notebook)."""
+    for rel in (
+        "docs/a.ipynb",
+        "docs/sub/b.ipynb",
+        "docs/sub/deeper/c.ipynb",
+        "docs/.hidden/h.ipynb",
+        "docs/sub/.ipynb_checkpoints/b-checkpoint.ipynb",
+        "docs/.nbstore/x.ipynb",
+    ):
+        fresh(root / rel, [f"name = {rel!r}"])
+    (root / "docs" / "notes.txt").write_text("not a notebook")
+
+
+def test_stage_add_folder_stages_every_notebook_below(cwd):
+    """stage add FOLDER stages every .ipynb below it, skipping hidden folders, checkpoints and the store itself."""
+    _tree(cwd)
+    ok("--cache", "docs/store", "cache", "limit", "5")  # a store folder that a plain walk would enter
+    fresh(cwd / "docs" / "store" / "tmp" / "inner.ipynb")
+    out = ok("--cache", "docs/store", "stage", "add", "docs").stdout.splitlines()
+    assert out == [
+        "Staged docs/a.ipynb as ID 1",
+        "Staged docs/sub/b.ipynb as ID 2",
+        "Staged docs/sub/deeper/c.ipynb as ID 3",
+    ]
+
+
+def test_stage_add_expands_a_quoted_glob(cwd):
+    """stage add 'docs/**/*.ipynb' (unexpanded by the shell) stages what the pattern matches, hidden ones aside."""
+    _tree(cwd)
+    out = ok("stage", "add", "docs/sub/**/*.ipynb").stdout.splitlines()
+    assert out == ["Staged docs/sub/b.ipynb as ID 1", "Staged docs/sub/deeper/c.ipynb as ID 2"]
+    assert ok("stage", "add", "docs/*.ipynb").stdout.splitlines() == ["Staged docs/a.ipynb as ID 3"]
+
+
+def test_stage_add_folder_or_glob_without_notebooks_is_an_error(cwd):
+    """A folder or glob naming no notebook is an error naming it; the other arguments are still staged."""
+    _tree(cwd)
+    (cwd / "empty").mkdir()
+    result = run("stage", "add", "empty", "nothing/*.ipynb", "docs/a.ipynb")
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        "Error: empty: no notebook (.ipynb) below it",
+        "Error: nothing/*.ipynb: no notebook (.ipynb) matches it",
+    ]
+    assert result.stdout.splitlines() == ["Staged docs/a.ipynb as ID 1"]
+    missing = run("stage", "add", "nope.ipynb")
+    assert missing.exit_code == 1 and "nope.ipynb" in error_lines(missing)[0]
+
+
+def test_stage_add_accepts_an_asset_folder(cwd):
+    """--asset may name a folder inside the notebook's; the staged bundle holds every file below it."""
+    nb = fresh(cwd / "book" / "nb.ipynb")
+    (cwd / "book" / "data" / "deep").mkdir(parents=True)
+    (cwd / "book" / "data" / "a.csv").write_text("1")
+    (cwd / "book" / "data" / "deep" / "b.csv").write_text("2")
+    ok("stage", "add", nb, "--asset", "book/data")
+    (row,) = json.loads(ok("stage", "list", "--json").stdout)
+    assert row["assets"] == [str(cwd / "book" / "data")]
+    bundle = get_cache(cwd / ".nbstore").get_staged_notebook(1)
+    assert sorted(p.as_posix() for p in bundle.artifacts.relative_paths) == ["data/a.csv", "data/deep/b.csv"]
+    (cwd / "outside").mkdir()
+    refused = run("stage", "add", nb, "--asset", "outside")
+    assert refused.exit_code == 1 and "outside the folder" in error_lines(refused)[0]
+
+
+# ---------------------------------------------------------------------------- runtime folders
+
+
+def test_dead_runtime_dirs_skips_links_files_live_runs_and_other_names(tmp_path):
+    """Only real folders named nbstore-rt-<pid>-* whose pid is dead are removed; a planted link's target stays."""
+    import subprocess
+    import sys
+
+    from nbstore.tempdirs import make_runtime_dir, remove_dead_runtime_dirs
+
+    dead = int(subprocess.run([sys.executable, "-c", "print(__import__('os').getpid())"], capture_output=True).stdout)
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "keep.txt").write_text("keep")
+    base = tmp_path / "systmp"
+    base.mkdir()
+    (base / f"nbstore-rt-{dead}-gone").mkdir()
+    os.symlink(target, base / f"nbstore-rt-{dead}-link")
+    (base / f"nbstore-rt-{dead}-file").write_text("x")
+    (base / f"nbstore-rt-{os.getppid()}-parent").mkdir()
+    (base / "nbstore-rt-legacy").mkdir()
+    (base / "nbstore-run-x").mkdir()
+    assert remove_dead_runtime_dirs(str(base), dry_run=True) == [str(base / f"nbstore-rt-{dead}-gone")]
+    assert (base / f"nbstore-rt-{dead}-gone").exists()
+    assert remove_dead_runtime_dirs(str(base)) == [str(base / f"nbstore-rt-{dead}-gone")]
+    assert sorted(p.name for p in base.iterdir()) == sorted(
+        [f"nbstore-rt-{dead}-link", f"nbstore-rt-{dead}-file", f"nbstore-rt-{os.getppid()}-parent"]
+        + ["nbstore-rt-legacy", "nbstore-run-x"]
+    )
+    assert (target / "keep.txt").read_text() == "keep"
+    import tempfile
+
+    mine = make_runtime_dir()
+    try:
+        assert os.path.basename(mine).startswith(f"nbstore-rt-{os.getpid()}-")
+        assert os.path.dirname(mine) == tempfile.gettempdir()
+    finally:
+        os.rmdir(mine)

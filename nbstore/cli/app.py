@@ -464,19 +464,35 @@ def cache_limit(
 @stage_app.command("add", cls=LightCommand)
 def stage_add(
     ctx: typer.Context,
-    notebooks: Annotated[list[Path], typer.Argument(metavar="NB", help="Notebook files to stage.")],
+    notebooks: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="NB", help="Notebook files, folders (every .ipynb below) or quoted globs ('docs/**/*.ipynb')."
+        ),
+    ],
     asset: Annotated[
         list[Path],
-        typer.Option("--asset", metavar="PATH", help="A file the notebook reads, inside its folder (repeatable)."),
+        typer.Option(
+            "--asset", metavar="PATH", help="A file or folder the notebook reads, inside its folder (repeatable)."
+        ),
     ] = [],  # noqa: B006 - Typer reads the default, never mutates it
 ) -> None:
     """Stage notebooks for execution.
 
-    Staging a notebook again updates its assets and keeps its ID.
+    A folder stages every notebook below it (not in hidden folders, checkpoints or
+    the store). Staging a notebook again updates its assets and keeps its ID.
     """
+    from nbstore.cli.paths import expand_notebooks
+
     store = _store(ctx, existing=False)
     failed = 0
-    for nb in notebooks:
+    found: list[Path] = []
+    for arg, names in expand_notebooks(notebooks, store=store.path):
+        if not names:
+            failed += 1
+            render.print_error(f"{arg}: no notebook (.ipynb) {'below it' if arg.is_dir() else 'matches it'}")
+        found.extend(names)
+    for nb in found:
         try:
             record = store.stage_notebook_file(nb, assets=_abs(asset))
         except (NotebookNotFoundError, NotebookReadError, CachingError) as exc:
@@ -683,14 +699,14 @@ def merge(
     """Write a notebook with its cached outputs merged in."""
     store = _store(ctx, existing=True)
     try:
-        pk, merged = store.merge_match_into_file(notebook)
+        pk, merged = store.merge_match_into_dict(notebook)
     except RecordNotFoundError:
         raise CommandError(f"{notebook}: no cached notebook matches it (run `nbstore execute` first)") from None
     except ValueError as exc:
         raise CommandError(_prefixed(notebook, exc) if isinstance(exc, NbStoreError) else f"{notebook}: {exc}") from exc
-    import nbformat  # merge is not on the fast path; nbformat lays the file out as Jupyter does
+    from nbstore.notebooks import jupyter_text
 
-    text = nbformat.writes(merged) + "\n"
+    text = jupyter_text(merged) + "\n"
     if output is None:
         sys.stdout.write(text)
         return
@@ -760,15 +776,20 @@ def execute(
         raise CommandError(_message(exc), code=2) from exc
     from nbstore.cli.progress import ExecutionProgress
 
-    with ExecutionProgress(render.console(stderr=True)) as progress:
-        result = runner.run_and_cache(
-            filter_pks=pks,
-            timeout=timeout if timeout > 0 else None,
-            allow_errors=allow_errors,
-            force=force,
-            workers=workers,
-            on_event=progress.on_event,
-        )
+    seen = _SeenEvents()
+    try:
+        with ExecutionProgress(render.console(stderr=True)) as progress:
+            result = runner.run_and_cache(
+                filter_pks=pks,
+                timeout=timeout if timeout > 0 else None,
+                allow_errors=allow_errors,
+                force=force,
+                workers=workers,
+                on_event=seen.forward(progress.on_event),
+            )
+    except KeyboardInterrupt:
+        _report_interrupt(store, seen, as_json=as_json)
+        raise typer.Exit(130) from None
     rows = [
         {
             "pk": o.pk,
@@ -801,6 +822,66 @@ def execute(
         render.print_note("Nothing to run: every selected notebook is up to date (--force runs them anyway).")
     if result["excepted"] or result["errored"]:
         raise typer.Exit(1)
+
+
+class _SeenEvents:
+    """What an execution reported so far: the notebooks started, and the outcome of those that ended."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, str] = {}
+        self.ended: dict[int, Any] = {}
+        self.total = 0
+
+    def forward(self, then: Any) -> Any:
+        def on_event(event: Any) -> None:
+            self.total = event.total
+            if event.kind == "start":
+                self.started[event.pk] = event.uri
+            elif event.kind == "end":
+                self.ended[event.pk] = event
+            then(event)
+
+        return on_event
+
+
+def _report_interrupt(store: NbStore, seen: _SeenEvents, *, as_json: bool) -> None:
+    """Say what Ctrl-C stopped and what had finished (it is cached): one line, then the summary table."""
+    running = {pk: uri for pk, uri in seen.started.items() if pk not in seen.ended}
+    rows = []
+    for pk in sorted({*seen.started, *seen.ended}):
+        event = seen.ended.get(pk)
+        if event is None:
+            rows.append({"pk": pk, "uri": running[pk], "status": "interrupted", "seconds": None, "cache_pk": None})
+            rows[-1]["reason"] = "stopped by Ctrl-C"
+            continue
+        cache_pk = None
+        if event.status == "succeeded":
+            try:
+                record = store.get_cache_record_of_staged(pk)
+            except NbStoreError:
+                record = None
+            cache_pk = record.pk if record is not None else None
+        rows.append(
+            {
+                "pk": pk,
+                "uri": event.uri,
+                "status": event.status,
+                "seconds": event.seconds,
+                "cache_pk": cache_pk,
+                "reason": event.reason or "",
+            }
+        )
+    finished = len(seen.ended)
+    not_started = max(0, seen.total - len(seen.started))
+    names = ", ".join(render.display_path(uri) for uri in running.values()) or "nothing was running"
+    render.print_error(
+        f"interrupted: stopped {names}; {finished} finished (their results are kept)"
+        + (f", {not_started} not started" if not_started else "")
+    )
+    if as_json:
+        render.print_json({"interrupted": True, "outcomes": rows, "not_started": not_started})
+    elif rows:
+        render.show(render.execute_table(rows))
 
 
 class _ShownByProgress(logging.Filter):
@@ -883,15 +964,24 @@ def gc(
     as_json: JsonOption = False,
 ) -> None:
     """Remove objects no record uses and stale temporary files."""
+    from nbstore.tempdirs import remove_dead_runtime_dirs
+
     store = _store(ctx, existing=True)
     report = store.gc(dry_run=dry_run)
+    # Kernel connection folders that killed runs left in the temp folder (outside the store).
+    runtime_dirs = remove_dead_runtime_dirs(dry_run=dry_run)
     if as_json:
         render.print_json(
-            {"dry_run": report.dry_run, "removed": list(report.removed), "bytes_freed": report.bytes_freed}
+            {
+                "dry_run": report.dry_run,
+                "removed": list(report.removed),
+                "bytes_freed": report.bytes_freed,
+                "runtime_dirs": runtime_dirs,
+            }
         )
         return
     verb = "Would remove" if report.dry_run else "Removed"
-    for path in report.removed:
+    for path in [*report.removed, *runtime_dirs]:
         typer.echo(f"{verb} {path}")
     render.print_note(
         f"{verb} {_count(len(report.removed), 'file')}, {render.format_bytes(report.bytes_freed)}", stderr=False

@@ -51,6 +51,7 @@ STATUS_STYLES = {
     "errored": "red",
     "missing file": "magenta",
     "unreadable": "magenta",
+    "interrupted": "yellow",
 }
 
 

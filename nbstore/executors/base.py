@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -388,8 +387,10 @@ class _Run:
         if not pending:
             return
         from nbstore.executors.pool import Pool
+        from nbstore.tempdirs import make_runtime_dir, remove_dead_runtime_dirs
 
-        runtime_dir = tempfile.mkdtemp(prefix="nbstore-rt-")
+        remove_dead_runtime_dirs()  # those of runs that were killed before they could clean up
+        runtime_dir = make_runtime_dir()
         pool = Pool(runtime_dir)
         finished = False
         try:

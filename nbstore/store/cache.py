@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nbstore import notebooks
-from nbstore.bundles import NbArtifacts, NbBundleIn, NbBundleOut, StoredArtifacts, check_inside
+from nbstore.bundles import NbArtifacts, NbBundleIn, NbBundleOut, StoredArtifacts, check_inside, files_below
 from nbstore.errors import (
     CachingError,
     NbStoreError,
@@ -210,12 +210,23 @@ class NbStore(StoreFolder):
         cell_meta: Iterable[str] | None = None,
     ) -> tuple[int, Any]:
         """Return (pk, notebook) with the matching cached outputs merged into a copy of nb."""
-        plain = notebooks.to_v4(_plain(nb, source="notebook"))
+        pk, merged = self._merged(notebooks.to_v4(_plain(nb, source="notebook")), nb_meta, cell_meta)
+        return pk, notebooks.to_node(merged)
+
+    def merge_match_into_dict(
+        self,
+        path: str | os.PathLike[str],
+        nb_meta: Iterable[str] | None = ("kernelspec", "language_info", "widgets"),
+        cell_meta: Iterable[str] | None = None,
+    ) -> tuple[int, dict]:
+        """Return (pk, plain dict) as merge_match_into_file does, importing nbformat only to convert nbformat 3."""
+        return self._merged(notebooks.to_v4(_read_notebook_file(Path(path))), nb_meta, cell_meta)
+
+    def _merged(self, plain: dict, nb_meta: Iterable[str] | None, cell_meta: Iterable[str] | None) -> tuple[int, dict]:
         record = self.match_cache_key(notebook_key(plain))
         _, cached = self._cached_notebook(record.pk)
         # Both dicts are fresh copies made here: merging in place spares two deep copies of large outputs.
-        merged = notebooks.merge_outputs(plain, cached, nb_meta=nb_meta, cell_meta=cell_meta, owned=True)
-        return record.pk, notebooks.to_node(merged)
+        return record.pk, notebooks.merge_outputs(plain, cached, nb_meta=nb_meta, cell_meta=cell_meta, owned=True)
 
     def merge_match_into_file(
         self,
@@ -229,25 +240,28 @@ class NbStore(StoreFolder):
 
     def diff_nbnode_with_cache(self, pk: int, nb: Any, uri: str = "", as_str: bool = False, **kwargs: Any) -> Any:
         """Return nbdime's diff of cache record pk against nb (text when as_str; needs nbstore-cache[diff])."""
+        compared = ("kernelspec", "language_info", "widgets")
+        _, cached_plain = self._cached_notebook(pk)
+        cached_plain["metadata"] = {k: v for k, v in cached_plain.get("metadata", {}).items() if k in compared}
+        other_plain = notebooks.strip_notebook(notebooks.to_v4(_plain(nb, source=str(uri) or "notebook")))
+        other_plain["metadata"] = {k: v for k, v in other_plain.get("metadata", {}).items() if k in compared}
+        header = f"nbdiff\n--- cached pk={pk}\n+++ other: {uri}\n"
+        if cached_plain == other_plain:
+            # Nothing for nbdime to find; importing it (and nbformat, with jsonschema) costs seconds.
+            return header if as_str else []
         try:
             from nbdime.diffing.notebooks import diff_notebooks
             from nbdime.prettyprint import PrettyPrintConfig, pretty_print_diff
         except ImportError as exc:
             raise NbStoreError("diffing needs nbdime: pip install 'nbstore-cache[diff]'") from exc
-        cached = self.get_cache_bundle(pk).nb
-        other = notebooks.to_node(notebooks.strip_notebook(notebooks.to_v4(_plain(nb, source=str(uri) or "notebook"))))
-        for name in list(other.metadata):
-            if name not in ("kernelspec", "language_info", "widgets"):
-                other.metadata.pop(name)
-        cached_meta = {k: v for k, v in cached.metadata.items() if k in ("kernelspec", "language_info", "widgets")}
-        cached = notebooks.to_node(dict(cached, metadata=cached_meta))
-        diff = diff_notebooks(cached, other)
+        cached = notebooks.to_node(cached_plain)
+        diff = diff_notebooks(cached, notebooks.to_node(other_plain))
         if not as_str:
             return diff
         import io
 
         stream = io.StringIO()
-        stream.write(f"nbdiff\n--- cached pk={pk}\n+++ other: {uri}\n")
+        stream.write(header)
         kwargs.setdefault("use_color", False)
         pretty_print_diff(cached, diff, "nb", PrettyPrintConfig(out=stream, **kwargs))
         return stream.getvalue()
@@ -477,7 +491,9 @@ class NbStore(StoreFolder):
                 raise NotebookReadError(f"{path}: is not a file")
             raise NotebookNotFoundError(f"notebook not found: {path}")
         nb = _read_notebook_file(nb_path)
-        rel_assets = sorted({check_inside(Path(a), nb_path.parent, what="asset").as_posix() for a in assets})
+        rel_assets = sorted(
+            {check_inside(Path(a), nb_path.parent, what="asset", folders=True).as_posix() for a in assets}
+        )
         stored = self._stored_uri(nb_path)
         _require_utf8([stored, rel_assets], f"the path or assets of {str(path)!r}")
         name = stage_name(stored)
@@ -525,7 +541,9 @@ class NbStore(StoreFolder):
         record = self.get_staged_record(pk_or_uri)
         nb = notebooks.to_v4(_read_notebook_file(Path(record.uri)))
         folder = Path(record.uri).parent
-        assets = NbArtifacts(record.assets, in_folder=folder, check_existence=False)
+        # An asset folder stands for the files in it at run time.
+        files = files_below((folder / a for a in record.assets), inside=folder)
+        assets = NbArtifacts(files, in_folder=folder, check_existence=False)
         return NbBundleIn(notebooks.to_node(nb), record.uri, assets)
 
     def staged_keys(self, pks: Iterable[int] | None = None) -> dict[int, str | None]:

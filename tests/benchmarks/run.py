@@ -40,6 +40,11 @@ DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / 
 SEED = 20240601
 VOLATILE = frozenset({"index", "lock", "tmp", "quarantine"})
 SYSTEMS = ("nbstore", "jcache")
+# Runs nbstore's CLI as a plain install would (no nbdime, nor the rfc3987_syntax its dependencies bring).
+NO_NBDIME = (
+    "import sys; sys.modules.update(nbdime=None, rfc3987_syntax=None); sys.argv[0] = 'nbstore'; "
+    "from nbstore.cli import main; main()"
+)
 # Same versions on both sides, so that differences come from the two systems alone.
 SHARED_PINS = ("nbformat", "nbclient", "jupyter_client", "ipykernel")
 
@@ -433,16 +438,23 @@ class Harness:
     def cli_argv(self, system: str, what: str, store: Path | None = None) -> list[str]:
         if system == "baseline":
             return [str(self.python["nbstore"]), "-c", "import typer, rich.console"]
+        merge_args = ["merge", str(self.small[0]), "-o", str(self.work / f"merged-{system}.ipynb")]
+        if system == "no nbdime":
+            # A plain install: without nbdime's dependencies, jsonschema does not load rfc3987_syntax.
+            return [str(self.python["nbstore"]), "-c", NO_NBDIME, "--cache", str(store), *merge_args]
         if system == "nbstore":
             exe = str(self.bin["nbstore"] / "nbstore")
-            return {"help": [exe, "--help"], "list": [exe, "--cache", str(store), "cache", "list"]}.get(
-                what, [exe, "--cache", str(store), "status"]
-            )
+            return {
+                "help": [exe, "--help"],
+                "list": [exe, "--cache", str(store), "cache", "list"],
+                "merge": [exe, "--cache", str(store), *merge_args],
+            }.get(what, [exe, "--cache", str(store), "status"])
         exe = str(self.bin["jcache"] / "jcache")
         return {
             "help": [exe, "--help"],
             "list": [exe, "cache", "-p", str(store), "list"],
             "status": [exe, "notebook", "-p", str(store), "list"],
+            "merge": [exe, "notebook", "-p", str(store), "merge", str(self.small[0]), merge_args[-1]],
         }[what]
 
     def bench_cli(self) -> None:
@@ -452,13 +464,19 @@ class Harness:
         self.row("cli_list", "CLI cache list", "s", n, "≥ 5×", judge_ratio(5))
         self.row("cli_status", "CLI status (jcache notebook list)", "s", n, "≥ 5× vs jcache cache list", judge_status)
         self.row("cli_status_rss", "CLI status: peak memory", "MB", n, "", None)
+        self.row("cli_merge", "CLI merge one notebook (nbdime installed)", "s", n, "≤ 1.5× nbstore status", judge_merge)
         stores = {
-            system: {"list": self.fixture(system, "cache_small"), "status": self.fixture(system, "staged")}
+            system: {
+                "list": self.fixture(system, "cache_small"),
+                "status": self.fixture(system, "staged"),
+                "merge": self.fixture(system, "staged"),
+            }
             for system in SYSTEMS
         }
+        stores["no nbdime"] = stores["nbstore"]
         for warm in self.rounds():
-            for what in ("help", "list", "status"):
-                sides = ("baseline", *SYSTEMS) if what == "help" else SYSTEMS
+            for what in ("help", "list", "status", "merge"):
+                sides = {"help": ("baseline", *SYSTEMS), "merge": (*SYSTEMS, "no nbdime")}.get(what, SYSTEMS)
                 for system in sides:
                     store = stores.get(system, {}).get(what)
                     wall, rss = self.command(self.cli_argv(system, what, store))
@@ -572,6 +590,14 @@ def judge_status(row: Row, rows: dict[str, Row]) -> tuple[str, bool | None]:
         return "", None
     ratio = row.ratio()
     return f"{jc_list / nb:.1f}× vs cache list; {ratio:.1f}× vs notebook list", jc_list / nb >= 5
+
+
+def judge_merge(row: Row, rows: dict[str, Row]) -> tuple[str, bool | None]:
+    """Target: `nbstore merge` takes at most 1.5x `nbstore status` on the same store (no nbformat import)."""
+    nb, status = row.median("nbstore"), rows["cli_status"].median("nbstore") if "cli_status" in rows else None
+    if not nb or not status:
+        return "", None
+    return f"{nb / status:.2f}× status", nb / status <= 1.5
 
 
 def judge_exec(maximum: float, workers: int):

@@ -1,4 +1,4 @@
-"""nbclient's record_timing: off by default (cells carry no timestamps), on with run_and_cache(record_timing=True)."""
+"""Executor behaviour a newcomer trips over (issue 11): cell timestamps, asset folders."""
 
 from __future__ import annotations
 
@@ -24,3 +24,20 @@ def test_record_timing_off_by_default_and_on_when_asked(tmp_path):
         (record,) = store.list_cache_records()
         code = [c for c in store.get_cache_bundle(record.pk).nb.cells if c.cell_type == "code"]
         assert all("shell.execute_reply" in c.metadata["execution"] for c in code), code
+
+
+def test_asset_folder_is_copied_for_a_temp_run(tmp_path):
+    """A folder staged as an asset reaches a temp-serial run with every file below it, nested ones included."""
+    data = tmp_path / "book" / "data"
+    (data / "deep").mkdir(parents=True)
+    (data / "a.txt").write_text("alpha")
+    (data / "deep" / "b.txt").write_text("beta")
+    nb = code_nb(tmp_path / "book" / "nb.ipynb", "print(open('data/a.txt').read() + open('data/deep/b.txt').read())")
+    with process_guard():
+        store = get_cache(tmp_path / ".nbstore")
+        staged = store.stage_notebook_file(nb, assets=[data])
+        assert staged.assets == (str(data),)
+        result = load_executor("temp-serial", cache=store).run_and_cache()
+        assert result.succeeded, result.outcomes
+        (cell,) = [c for c in store.get_cache_bundle(1).nb.cells if c.cell_type == "code"]
+        assert cell.outputs[0]["text"] == "alphabeta\n"
