@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from nbstore.bundles import NbArtifacts, NbBundleIn, NbBundleOut
 from nbstore.errors import (
     ArtifactPathError,
@@ -12,6 +14,7 @@ from nbstore.errors import (
     NbValidityError,
     NotebookNotFoundError,
     NotebookReadError,
+    ReaderNotFoundError,
     RecordNotFoundError,
     RetrievalError,
     StoreBusyError,
@@ -21,7 +24,8 @@ from nbstore.errors import (
     StoreWriteError,
 )
 from nbstore.hashing import notebook_key
-from nbstore.records import NbCacheRecord, NbStageRecord
+from nbstore.project import ProjectNb
+from nbstore.records import NbCacheRecord, NbProjectRecord, NbStageRecord
 from nbstore.store.cache import NbStore, get_cache
 from nbstore.store.maintenance import GcReport, Problem, VerifyReport
 
@@ -36,14 +40,21 @@ _LAZY = {
     "NotebookOutcome": "nbstore.executors",
     "list_executors": "nbstore.executors",
     "import_jupyter_cache": "nbstore.jupyter_cache_import",
+    "list_readers": "nbstore.readers",
     "load_executor": "nbstore.executors",
     "tabulate_cache_records": "nbstore.utils",
+    "tabulate_project_records": "nbstore.utils",
     "tabulate_stage_records": "nbstore.utils",
 }
 
 
 # The seed's module paths, reachable as attributes after a plain `import nbstore` (nbstore.utils.tabulate_...).
-_SUBMODULES = frozenset({"base", "executors", "utils"})
+_SUBMODULES = frozenset({"base", "executors", "readers", "utils"})
+
+
+def compat_path() -> str:
+    """Return the folder that, first on PYTHONPATH, makes `import jupyter_cache` import nbstore's compat package."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat")
 
 
 def __getattr__(name: str) -> object:
@@ -73,6 +84,7 @@ __all__ = [
     "NbBundleIn",
     "NbBundleOut",
     "NbCacheRecord",
+    "NbProjectRecord",
     "NbStageRecord",
     "NbStore",
     "NbStoreError",
@@ -81,6 +93,8 @@ __all__ = [
     "NotebookOutcome",
     "NotebookReadError",
     "Problem",
+    "ProjectNb",
+    "ReaderNotFoundError",
     "RecordNotFoundError",
     "RetrievalError",
     "StoreBusyError",
@@ -90,11 +104,14 @@ __all__ = [
     "StoreWriteError",
     "VerifyReport",
     "__version__",
+    "compat_path",
     "get_cache",
     "import_jupyter_cache",
     "list_executors",
+    "list_readers",
     "load_executor",
     "notebook_key",
     "tabulate_cache_records",
+    "tabulate_project_records",
     "tabulate_stage_records",
 ]

@@ -11,6 +11,7 @@ __all__ = [
     "NbValidityError",
     "NotebookNotFoundError",
     "NotebookReadError",
+    "ReaderNotFoundError",
     "RecordNotFoundError",
     "RetrievalError",
     "StoreBusyError",
@@ -98,6 +99,10 @@ class ExecutorNotFoundError(NbStoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ReaderNotFoundError(NbStoreError, ValueError):
+    """No notebook reader is registered under the given name (or read_data names none)."""
 
 
 class ExecutionError(NbStoreError):

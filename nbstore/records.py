@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 __all__ = [
+    "DEFAULT_READER",
     "NbCacheRecord",
+    "NbProjectRecord",
     "NbStageRecord",
     "conflict_sides",
     "dump_json",
@@ -169,6 +171,10 @@ class NbCacheRecord:
         )
 
 
+#: The reader of a stage record that names none: notebooks are .ipynb files read as JSON.
+DEFAULT_READER = "nbformat"
+
+
 @dataclass(frozen=True, repr=False)
 class NbStageRecord:
     """A snapshot of one staged notebook's record (uri and assets are absolute paths)."""
@@ -178,6 +184,12 @@ class NbStageRecord:
     created: datetime
     assets: tuple[str, ...] = ()
     traceback: str = ""
+    reader: str = DEFAULT_READER
+
+    @property
+    def read_data(self) -> dict:
+        """Return jupyter-cache 1.0's form of the reader: {"name": reader, "type": "plugin"}."""
+        return {"name": self.reader, "type": "plugin"}
 
     def __repr__(self) -> str:
         return f"NbStageRecord(pk={self.pk})"
@@ -191,3 +203,22 @@ class NbStageRecord:
             "uri": self.uri,
             "created": self.created,
         }
+
+
+@dataclass(frozen=True, repr=False)
+class NbProjectRecord(NbStageRecord):
+    """A stage record under jupyter-cache 1.0's name (a notebook of the project); to_dict adds read_data."""
+
+    def __repr__(self) -> str:
+        return f"NbProjectRecord(pk={self.pk})"
+
+    def to_dict(self) -> dict:
+        """Return the record's public fields, as jupyter-cache 1.0 shows them."""
+        return {**super().to_dict(), "read_data": self.read_data}
+
+    @classmethod
+    def of(cls, record: NbStageRecord) -> NbProjectRecord:
+        """Return the stage record as a project record (the same fields)."""
+        if isinstance(record, cls):
+            return record
+        return cls(record.pk, record.uri, record.created, record.assets, record.traceback, record.reader)

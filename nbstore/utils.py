@@ -11,7 +11,13 @@ from nbstore.records import NbCacheRecord, NbStageRecord
 if TYPE_CHECKING:
     from nbstore.store.cache import NbStore
 
-__all__ = ["format_table", "shorten_path", "tabulate_cache_records", "tabulate_stage_records"]
+__all__ = [
+    "format_table",
+    "shorten_path",
+    "tabulate_cache_records",
+    "tabulate_project_records",
+    "tabulate_stage_records",
+]
 
 
 def shorten_path(path: str, length: int | None) -> str:
@@ -79,3 +85,39 @@ def tabulate_stage_records(
     if cache_ids:
         headers.append("Cache ID")
     return format_table(headers, rows, [True, False, False, True, True])
+
+
+def tabulate_project_records(
+    records: Sequence[NbStageRecord],
+    path_length: int | None = None,
+    cache: NbStore | None = None,
+    assets: bool = False,
+) -> str:
+    """Return jupyter-cache 1.0's table of project records: ID, URI, Reader, Added, Status[, Assets].
+
+    Status is "cached [pk]" when the notebook as it is now has a cache record, "failed" when its last
+    run failed, "unreadable" when its file cannot be read, "-" otherwise (or when no cache is given).
+    """
+    headers = ["ID", "URI", "Reader", "Added", "Status"] + (["Assets"] if assets else [])
+    keys: dict[int, str | None] = {}
+    by_key: dict[str, int] = {}
+    if cache is not None:
+        keys = cache.staged_keys([r.pk for r in records])
+        by_key = {r.hashkey: r.pk for r in cache.list_cache_records()}
+    rows = []
+    for r in records:
+        status = "-"
+        if cache is not None:
+            key = keys.get(r.pk)
+            if key in by_key:
+                status = f"cached [{by_key[key]}]"
+            elif r.traceback:
+                status = "failed"
+            elif key is None:
+                status = "unreadable"
+        row: list[object] = [r.pk, shorten_path(r.uri, path_length), r.reader, r.created.isoformat(" ", "minutes")]
+        row.append(status)
+        if assets:
+            row.append(len(r.assets))
+        rows.append(row)
+    return format_table(headers, rows, [True, False, False, False, False, True])

@@ -25,6 +25,7 @@ EXPECTED = [
     "NbBundleIn",
     "NbBundleOut",
     "NbCacheRecord",
+    "NbProjectRecord",
     "NbStageRecord",
     "NbStore",
     "NbStoreError",
@@ -33,6 +34,8 @@ EXPECTED = [
     "NotebookOutcome",
     "NotebookReadError",
     "Problem",
+    "ProjectNb",
+    "ReaderNotFoundError",
     "RecordNotFoundError",
     "RetrievalError",
     "StoreBusyError",
@@ -42,12 +45,15 @@ EXPECTED = [
     "StoreWriteError",
     "VerifyReport",
     "__version__",
+    "compat_path",
     "get_cache",
     "import_jupyter_cache",
     "list_executors",
+    "list_readers",
     "load_executor",
     "notebook_key",
     "tabulate_cache_records",
+    "tabulate_project_records",
     "tabulate_stage_records",
 ]
 
@@ -124,3 +130,4 @@ def test_errors_derive_from_the_builtins_callers_expect():
     assert issubclass(errors.StoreNotFoundError, FileNotFoundError)
     assert issubclass(errors.StoreBusyError, TimeoutError)
     assert issubclass(errors.StoreWriteError, OSError)
+    assert issubclass(errors.ReaderNotFoundError, ValueError)

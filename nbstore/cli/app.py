@@ -22,6 +22,7 @@ from nbstore.errors import (
     NbValidityError,
     NotebookNotFoundError,
     NotebookReadError,
+    ReaderNotFoundError,
     RecordNotFoundError,
 )
 from nbstore.records import NbCacheRecord
@@ -81,7 +82,7 @@ def _report(exc: BaseException) -> int:
     if isinstance(exc, CommandError):
         render.print_error(exc.message)
         return exc.code
-    if isinstance(exc, ExecutorNotFoundError):
+    if isinstance(exc, (ExecutorNotFoundError, ReaderNotFoundError)):
         render.print_error(_message(exc))
         return 2
     if isinstance(exc, (NbStoreError, OSError)):
@@ -476,14 +477,25 @@ def stage_add(
             "--asset", metavar="PATH", help="A file or folder the notebook reads, inside its folder (repeatable)."
         ),
     ] = [],  # noqa: B006 - Typer reads the default, never mutates it
+    reader: Annotated[
+        str,
+        typer.Option(
+            "--reader",
+            metavar="NAME",
+            help="How to read the files: nbformat (.ipynb), jupytext (MyST Markdown, py:percent, ...), or another "
+            "registered reader.",
+        ),
+    ] = "nbformat",
 ) -> None:
     """Stage notebooks for execution.
 
     A folder stages every notebook below it (not in hidden folders, checkpoints or
-    the store). Staging a notebook again updates its assets and keeps its ID.
+    the store). Staging a notebook again updates its assets and reader and keeps its ID.
     """
     from nbstore.cli.paths import expand_notebooks
+    from nbstore.readers import check_reader
 
+    check_reader(reader)
     store = _store(ctx, existing=False)
     failed = 0
     found: list[Path] = []
@@ -494,7 +506,7 @@ def stage_add(
         found.extend(names)
     for nb in found:
         try:
-            record = store.stage_notebook_file(nb, assets=_abs(asset))
+            record = store.stage_notebook_file(nb, assets=_abs(asset), reader=reader)
         except (NotebookNotFoundError, NotebookReadError, CachingError) as exc:
             failed += 1
             render.print_error(_prefixed(nb, exc))
@@ -986,6 +998,17 @@ def gc(
     render.print_note(
         f"{verb} {_count(len(report.removed), 'file')}, {render.format_bytes(report.bytes_freed)}", stderr=False
     )
+
+
+@app.command("compat-path", cls=LightCommand)
+def compat_path_command() -> None:
+    """Print the folder to put first on PYTHONPATH so that `import jupyter_cache` uses nbstore.
+
+    For tools that import jupyter-cache by name (Quarto, MyST-NB): PYTHONPATH="$(nbstore compat-path)".
+    """
+    from nbstore import compat_path
+
+    typer.echo(compat_path())
 
 
 # Commands kept in modules of their own register themselves on `app` when imported.

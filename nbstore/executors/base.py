@@ -85,6 +85,14 @@ class ExecutionResult(Mapping):
         """Return the seed's form: {'succeeded': [uris], 'excepted': [uris], 'errored': [uris]}."""
         return {status: self[status] for status in STATUSES}
 
+    def as_json(self) -> dict[str, list[str]]:
+        """Return jupyter-cache 1.0's form, the same as as_dict."""
+        return self.as_dict()
+
+    def all(self) -> list[str]:
+        """Return the URIs of every notebook the run handled: succeeded, then excepted, then errored."""
+        return [uri for status in STATUSES for uri in self[status]]
+
     @property
     def succeeded(self) -> list[str]:
         """Return the URIs of the notebooks that ran and were cached."""

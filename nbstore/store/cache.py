@@ -28,7 +28,8 @@ from nbstore.errors import (
 from nbstore.hashing import KEY_RULE, notebook_key, object_id
 from nbstore.indexfile import IndexState
 from nbstore.layout import stage_name
-from nbstore.records import NbCacheRecord, NbStageRecord, dump_json, format_time, now, parse_time
+from nbstore.project import ProjectAPI
+from nbstore.records import DEFAULT_READER, NbCacheRecord, NbStageRecord, dump_json, format_time, now, parse_time
 from nbstore.store.folder import DEFAULT_CACHE_LIMIT, StoreFolder
 from nbstore.store.fsio import atomic_write
 from nbstore.store.locking import store_lock
@@ -55,6 +56,15 @@ def _read_notebook_file(path: Path) -> dict:
     return notebooks.parse_notebook(data, source=str(path))
 
 
+def _read_with(path: Path, reader: str) -> dict:
+    """Read a notebook file with the named reader (.ipynb files are parsed here, importing nothing)."""
+    if reader == DEFAULT_READER:
+        return _read_notebook_file(path)
+    from nbstore.readers import read_notebook
+
+    return read_notebook(reader, path)
+
+
 def _plain(nb: Any, *, source: str) -> dict:
     """Return a plain, JSON-safe, structurally checked dict copy of a notebook object."""
     try:
@@ -65,7 +75,7 @@ def _plain(nb: Any, *, source: str) -> dict:
     return plain
 
 
-class NbStore(StoreFolder):
+class NbStore(ProjectAPI, StoreFolder):
     """A notebook cache and staging area in one folder of plain files."""
 
     # ------------------------------------------------------------------ maintenance
@@ -110,6 +120,7 @@ class NbStore(StoreFolder):
                 created=parse_time(rec["created"]),
                 assets=tuple(os.path.join(folder, a) for a in rec.get("assets", [])),
                 traceback=state.tracebacks.get(name, ""),
+                reader=rec.get("reader", DEFAULT_READER),
             )
             self._memo[("stage", name)] = memo
         return memo
@@ -199,9 +210,20 @@ class NbStore(StoreFolder):
         notebooks.check_structure(nb, source="notebook")
         return self.match_cache_key(notebook_key(nb))
 
-    def match_cache_file(self, path: str | os.PathLike[str]) -> NbCacheRecord:
-        """Return the cache record matching the notebook file at path."""
-        return self.match_cache_key(notebook_key(_read_notebook_file(Path(path))))
+    def match_cache_file(self, path: str | os.PathLike[str], *, reader: str | None = None) -> NbCacheRecord:
+        """Return the cache record matching the notebook file at path (read by reader, see _reader_for)."""
+        return self.match_cache_key(notebook_key(_read_with(Path(path), self._reader_for(path, reader))))
+
+    def _reader_for(self, path: str | os.PathLike[str], reader: str | None) -> str:
+        """Return reader, else the reader path is staged with (an .ipynb file, or one not staged: nbformat)."""
+        if reader is not None:
+            return reader
+        if os.fspath(path).endswith(".ipynb"):
+            return DEFAULT_READER
+        try:
+            return self.get_staged_record(path).reader
+        except NbStoreError:
+            return DEFAULT_READER
 
     def merge_match_into_notebook(
         self,
@@ -233,9 +255,11 @@ class NbStore(StoreFolder):
         path: str | os.PathLike[str],
         nb_meta: Iterable[str] | None = ("kernelspec", "language_info", "widgets"),
         cell_meta: Iterable[str] | None = None,
+        *,
+        reader: str | None = None,
     ) -> tuple[int, Any]:
-        """Return (pk, notebook) for the notebook file at path with its cached outputs merged in."""
-        nb = _read_notebook_file(Path(path))
+        """Return (pk, notebook) for the notebook file at path (read by reader) with its cached outputs merged in."""
+        nb = _read_with(Path(path), self._reader_for(path, reader))
         return self.merge_match_into_notebook(nb, nb_meta=nb_meta, cell_meta=cell_meta)
 
     def diff_nbnode_with_cache(self, pk: int, nb: Any, uri: str = "", as_str: bool = False, **kwargs: Any) -> Any:
@@ -482,15 +506,22 @@ class NbStore(StoreFolder):
         return name
 
     def stage_notebook_file(
-        self, path: str | os.PathLike[str], assets: Iterable[str | os.PathLike[str]] = ()
+        self,
+        path: str | os.PathLike[str],
+        assets: Iterable[str | os.PathLike[str]] = (),
+        *,
+        reader: str | None = None,
     ) -> NbStageRecord:
-        """Stage a notebook file for execution (staging it again updates its assets, keeps its pk)."""
+        """Stage a notebook file read by the named reader (default nbformat); staging it again keeps its pk."""
         nb_path = Path(path).resolve()
         if not nb_path.is_file():
             if nb_path.exists():
                 raise NotebookReadError(f"{path}: is not a file")
             raise NotebookNotFoundError(f"notebook not found: {path}")
-        nb = _read_notebook_file(nb_path)
+        reader = DEFAULT_READER if reader is None else reader
+        if not isinstance(reader, str):
+            raise TypeError(f"reader must be a reader's name, not {reader!r}")
+        nb = _read_with(nb_path, reader)
         rel_assets = sorted(
             {check_inside(Path(a), nb_path.parent, what="asset", folders=True).as_posix() for a in assets}
         )
@@ -500,7 +531,7 @@ class NbStore(StoreFolder):
         hash_entry = self._hash_entry(nb_path, notebook_key(nb))
         with self._writing() as state:
             old = state.stage.get(name)
-            if old is not None and old.get("assets", []) == rel_assets:
+            if old is not None and old.get("assets", []) == rel_assets and old.get("reader", DEFAULT_READER) == reader:
                 if hash_entry:
                     self._append({"op": "hash", "kind": "stage", "name": name, "stat": hash_entry})
                 return self._stage_record(self._state, name)
@@ -510,6 +541,9 @@ class NbStore(StoreFolder):
                 "pk": old["pk"] if old else state.high_water["stage"] + 1,
                 "uri": stored,
             }
+            if reader != DEFAULT_READER:
+                # Only named when not the default: records of .ipynb notebooks stay as they always were.
+                rec["reader"] = reader
             self._begin()
             atomic_write(self.layout.stage_sidecar(name), dump_json(rec), tmpdir=self.layout.tmp)
             entries: list[dict] = [{"op": "put", "kind": "stage", "name": name, "rec": rec}]
@@ -539,7 +573,7 @@ class NbStore(StoreFolder):
     def get_staged_notebook(self, pk_or_uri: int | str | os.PathLike[str]) -> NbBundleIn:
         """Read the staged notebook from its file and return it as a bundle (with its assets)."""
         record = self.get_staged_record(pk_or_uri)
-        nb = notebooks.to_v4(_read_notebook_file(Path(record.uri)))
+        nb = notebooks.to_v4(_read_with(Path(record.uri), record.reader))
         folder = Path(record.uri).parent
         # An asset folder stands for the files in it at run time.
         files = files_below((folder / a for a in record.assets), inside=folder)
@@ -570,7 +604,7 @@ class NbStore(StoreFolder):
                 out[rec["pk"]] = cached[4]
                 continue
             try:
-                key = notebook_key(_read_notebook_file(Path(path)))
+                key = notebook_key(_read_with(Path(path), rec.get("reader", DEFAULT_READER)))
             except NbStoreError:
                 out[rec["pk"]] = None
                 continue

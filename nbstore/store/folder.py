@@ -272,6 +272,8 @@ class StoreFolder:
                 raise ValueError(f"bad pk {pk!r}")
             if not isinstance(rec["uri"], str) or stage_name(rec["uri"]) != name:
                 raise ValueError("uri does not match the file name")
+            if not isinstance(rec.get("reader", ""), str):
+                raise ValueError("reader is not a name")
             parse_time(rec["created"])
 
     def _resolve_collisions(self, state: IndexState) -> list[tuple[str, int, int]]:
