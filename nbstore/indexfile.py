@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from json.scanner import make_scanner
 
-__all__ = ["IndexState", "frame", "parse_lines", "replay"]
+__all__ = ["IndexState", "SNAPSHOT_MARK", "frame", "frame_snapshot", "load", "parse_lines", "parse_snapshot", "replay"]
 
 
 def frame(entry: dict) -> bytes:
@@ -123,6 +125,111 @@ class IndexState:
             self.hashes[name] = entry.get("stat")
         elif op == "hw" and kind in ("cache", "stage"):
             self.high_water[kind] = max(self.high_water[kind], int(entry.get("pk", 0)))
+
+
+#: First byte of the snapshot line. It is not framed like an entry, so a version of nbstore that does not know
+#: snapshots counts it as a garbled line and rebuilds the index from the records instead of trusting a part.
+SNAPSHOT_MARK = b"~"
+
+_TABLES = ("cache", "stage", "touched", "tracebacks", "hashes")
+
+
+def frame_snapshot(state: IndexState) -> bytes:
+    """Frame the whole state as one '~<crc32 hex> <compact json>\\n' line (loaded in one json parse)."""
+    doc = {name: getattr(state, name) for name in _TABLES}
+    doc["hw"] = state.high_water
+    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return b"~%08x %s\n" % (zlib.crc32(body), body)
+
+
+def _valid_snapshot(doc: object) -> bool:
+    """True if a parsed snapshot has the shape frame_snapshot writes (a store folder is untrusted input)."""
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(name), dict) for name in (*_TABLES, "hw")):
+        return False
+    hw = doc["hw"]
+    if set(hw) != {"cache", "stage"} or not all(type(v) is int for v in hw.values()):
+        return False
+    for name, kind in (("cache", dict), ("stage", dict), ("touched", str), ("tracebacks", str), ("hashes", list)):
+        for value in doc[name].values():
+            if not isinstance(value, kind):
+                return False
+    for table in (doc["cache"], doc["stage"]):
+        for rec in table.values():
+            if type(rec.get("pk")) is not int:
+                return False
+    return True
+
+
+def parse_snapshot(line: bytes | memoryview) -> IndexState | None:
+    """Return the state a snapshot line holds, or None if it is torn, garbled or not a snapshot."""
+    view = memoryview(line)
+    if len(view) < 11 or view[:1] != SNAPSHOT_MARK or view[9:10] != b" ":
+        return None
+    body = view[10:]
+    if body[-1:] == b"\n":
+        body = body[:-1]
+    try:
+        if int(bytes(view[1:9]), 16) != zlib.crc32(body):
+            return None
+        # Decoding from the view spares a copy of what may be tens of megabytes.
+        doc = json.loads(str(body, "utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if not _valid_snapshot(doc):
+        return None
+    state = IndexState(
+        cache=doc["cache"],
+        stage=doc["stage"],
+        touched=doc["touched"],
+        tracebacks=doc["tracebacks"],
+        hashes=doc["hashes"],
+        high_water=doc["hw"],
+    )
+    return state
+
+
+@contextmanager
+def _no_gc():
+    """Pause the cyclic garbage collector: parsing allocates only acyclic containers, and its passes over
+    millions of new dicts and lists take half the time of a large parse."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def load(data: bytes) -> tuple[IndexState, int]:
+    """Replay a whole index file (header, optional snapshot line, entries); return the state and bytes consumed.
+
+    Only whole lines are consumed: a line still being appended is left for the next read.
+    """
+    with _no_gc():
+        return _load(data)
+
+
+def _load(data: bytes) -> tuple[IndexState, int]:
+    end = data.rfind(b"\n") + 1
+    head_end = data.find(b"\n") + 1
+    state = None
+    start = 0
+    if head_end and data[head_end : head_end + 1] == SNAPSHOT_MARK:
+        snap_end = data.find(b"\n", head_end) + 1
+        if snap_end:
+            state = parse_snapshot(memoryview(data)[head_end:snap_end])
+            if state is not None:
+                header, bad = parse_lines(data[:head_end])
+                replay(header, state)
+                state.bad_lines += bad
+                start = snap_end
+    if state is None:
+        state = IndexState()
+    entries, bad = parse_lines(data[start:end], last_fingerprint_only=True)
+    state.bad_lines += bad
+    replay(entries, state)
+    return state, end
 
 
 def replay(entries: list[dict], state: IndexState | None = None) -> IndexState:

@@ -198,6 +198,9 @@ def _arm(point: str, store: Path) -> None:
         if point == "mid-object-write" and target.startswith(f"{store}/tmp/") and len(data) > 1:
             real_write(fd, bytes(data[: len(data) // 2]))
             _die()
+        if point == "mid-index-rewrite" and target.startswith(f"{store}/tmp/index.") and len(data) > 1:
+            real_write(fd, bytes(data[: len(data) // 2]))
+            _die()
         if point == "mid-index-append" and target == str(store / "index") and _changes_records(bytes(data)):
             real_write(fd, bytes(data[: len(data) // 2]))
             _die()
@@ -226,6 +229,11 @@ def cmd_crashpoint(store: str, folder: str, point: str, op: str) -> None:
     (Path(folder) / "art.bin").write_bytes(b"artifact" * 1000)
     _arm(point, Path(store).absolute())
     if op == "add":
+        cache.cache_notebook_file(path, artifacts=["art.bin"])
+    elif op == "compact":
+        import nbstore.store.folder as folder_mod
+
+        folder_mod._COMPACT_FLOOR = -(1 << 40)  # this add's write ends by compacting the index
         cache.cache_notebook_file(path, artifacts=["art.bin"])
     elif op == "remove":
         cache.remove_cache(first.pk)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import nbstore
-from nbstore.indexfile import parse_lines
+from nbstore.indexfile import load, parse_lines
 from tests.storetools import WORKER, executed_nb, start_worker, wait_for_line, worker, write_nb
 
 
@@ -121,6 +121,16 @@ def _verify_or_repair(cache: nbstore.NbStore) -> None:
     assert cache.verify().problems == ()
 
 
+def _assert_index_agrees(store: Path) -> None:
+    """An index that claims to be current (snapshot plus log) holds exactly what the record files hold."""
+    cache = nbstore.get_cache(store)
+    state, _end = load(store.joinpath("index").read_bytes())
+    if cache._current(state):
+        scanned, problems, _conflicted = cache._scan_sidecars(state)
+        assert problems == []
+        assert (state.cache, state.stage) == (scanned.cache, scanned.stage), "snapshot and log disagree with records"
+
+
 def _last_fingerprint(store: Path) -> list:
     entries, _bad = parse_lines(store.joinpath("index").read_bytes())
     return [e["fp"] for e in entries if "fp" in e and e["fp"] is not None][-1]
@@ -141,6 +151,9 @@ CRASH_POINTS = [
     ("stage", "after-rename-stage"),
     ("stage", "mid-index-append"),
     ("stage", "after-index-append"),
+    ("compact", "mid-index-rewrite"),
+    ("compact", "before-rename-index"),
+    ("compact", "after-rename-index"),
 ]
 
 
@@ -159,6 +172,7 @@ def test_sigkill_at_each_point_of_the_write_path(tmp_path, op, point, coarse_clo
     assert proc.returncode == -signal.SIGKILL, f"the armed point was never reached:\n{proc.stdout}\n{proc.stderr}"
     first_key, first_pk = proc.stdout.split()[1:3]
     assert first_pk == "1"
+    _assert_index_agrees(store)
     if coarse_clock:
         # A file system whose clock did not tick between the last index sync and the crash (1-2 s timestamps,
         # or a coarse kernel tick) shows the folders with the mtimes the index last recorded.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rich.console import Console
@@ -19,6 +20,7 @@ __all__ = [
     "Grid",
     "STATUS_STYLES",
     "cache_record_json",
+    "cache_rows_table",
     "cache_table",
     "console",
     "detail_table",
@@ -110,8 +112,21 @@ def local_time(value: datetime | str | None) -> str:
     if not value:
         return ""
     if isinstance(value, str):
-        value = datetime.fromisoformat(value.removesuffix("Z"))
+        text = value.removesuffix("Z")
+        if len(text) >= 19 and text[10] == "T" and text[13] == ":" and text[19:20] in ("", "."):
+            # Listings call this for every row: look the zone's offset up once per UTC hour, not per row.
+            offset = _utc_offset(text[:13])
+            if not offset:
+                return f"{text[:10]} {text[11:19]}"
+            return (datetime.fromisoformat(text[:19]) + offset).strftime("%Y-%m-%d %H:%M:%S")
+        value = datetime.fromisoformat(text)
     return value.replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_offset(hour: str) -> timedelta:
+    """The local zone's offset from UTC during one UTC hour ('YYYY-MM-DDTHH'; zones change offset on the hour)."""
+    return datetime.fromisoformat(hour + ":00").replace(tzinfo=timezone.utc).astimezone().utcoffset() or timedelta()
 
 
 def format_seconds(value: Any) -> str:
@@ -184,14 +199,20 @@ class Grid:
         # Cells are kept as (text, style): building Rich Text for every cell of 1000 rows costs ~50 ms.
         self.rows: list[list[tuple[str, str]]] = []
 
-    def add_row(self, *cells: str | Text) -> None:
-        """Add one row of plain or styled (single-style Text) cells."""
-        self.rows.append([(c.plain, str(c.style)) if isinstance(c, Text) else (str(c), "") for c in cells])
+    def add_row(self, *cells: str | Text | tuple[str, str]) -> None:
+        """Add one row of plain, styled (single-style Text) or (text, style) cells."""
+        self.rows.append(
+            [c if type(c) is tuple else (c.plain, str(c.style)) if isinstance(c, Text) else (str(c), "") for c in cells]
+        )
 
     def _plain_rows(self) -> tuple[list[int], list[list[str]]]:
         header = [(h, "bold") for h in self.columns]
         rows = [header, *self.rows]
-        widths = [max(_cell_len(row[i][0]) for row in rows) for i in range(len(self.columns))]
+        widths = []
+        for i in range(len(self.columns)):
+            column = [row[i][0] for row in rows]
+            # One ASCII check per column instead of one width lookup per cell.
+            widths.append(max(map(len, column)) if "".join(column).isascii() else max(map(_cell_len, column)))
         padded = []
         for row in rows:
             cells = []
@@ -259,6 +280,23 @@ def cache_table(records: Iterable[NbCacheRecord], *, hashkeys: bool = False) -> 
     return table
 
 
+def cache_rows_table(rows: Iterable[dict], *, hashkeys: bool = False) -> Grid:
+    """Return the table of cache records from plain rows (as nbstore.store.rows.cache_rows gives them)."""
+    rows = list(rows)
+    with_data = any(r["data"] for r in rows)
+    columns = ["ID", "Origin", "Created", "Accessed"] + (["Hashkey"] if hashkeys else []) + ["Artifacts"]
+    table = _table(*columns, *(["Data"] if with_data else []), numeric=("ID", "Artifacts"))
+    for r in rows:
+        row = [str(r["pk"]), display_path(r["uri"]), local_time(r["created"]), local_time(r["accessed"])]
+        if hashkeys:
+            row.append(r["hashkey"])
+        row.append(str(r["artifacts"]))
+        if with_data:
+            row.append(json.dumps(r["data"], ensure_ascii=False) if r["data"] else "")
+        table.add_row(*row)
+    return table
+
+
 def stage_table(rows: Iterable[dict]) -> Grid:
     """Return the table of staged notebooks (rows as stage list --json gives them)."""
     table = _table("ID", "Notebook", "Staged", "Assets", "Cache ID", "Last run", numeric=("ID", "Assets", "Cache ID"))
@@ -282,7 +320,7 @@ def status_table(rows: Iterable[dict]) -> Grid:
         table.add_row(
             str(row["pk"]),
             display_path(row["uri"]),
-            _status(row["status"]),
+            (row["status"], STATUS_STYLES.get(row["status"], "")),
             "" if row["cache_pk"] is None else str(row["cache_pk"]),
             local_time(row["last_run"]),
             format_seconds(row["seconds"]),

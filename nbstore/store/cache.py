@@ -36,7 +36,7 @@ from nbstore.store.locking import store_lock
 from nbstore.store.maintenance import DEFAULT_MIN_TEMP_AGE, GcReport, VerifyReport, gc, verify
 from nbstore.store.objects import has_object, put_object, read_object
 
-__all__ = ["DEFAULT_CACHE_LIMIT", "NbStore", "get_cache"]
+__all__ = ["DEFAULT_CACHE_LIMIT", "NbStore", "get_cache", "notebook_file_key"]
 
 # A file hashed less than this long after its last modification may change again within the
 # same timestamp tick, so its hash is not trusted on the next look (git's "racy clean" rule).
@@ -63,6 +63,11 @@ def _read_with(path: Path, reader: str) -> dict:
     from nbstore.readers import read_notebook
 
     return read_notebook(reader, path)
+
+
+def notebook_file_key(path: str | os.PathLike[str]) -> str:
+    """Return the key of the notebook file at path (nbstore errors for a missing or malformed file)."""
+    return notebook_key(_read_notebook_file(Path(path)))
 
 
 def _plain(nb: Any, *, source: str) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nbstore.errors import StoreCorruptError, StoreFormatError, StoreWriteError
-from nbstore.indexfile import IndexState, frame, parse_lines
+from nbstore.indexfile import IndexState, frame, frame_snapshot, load, parse_lines
 from nbstore.layout import FORMAT, GITATTRIBUTES, GITIGNORE, Layout, stage_name
 from nbstore.records import NbCacheRecord, conflict_sides, dump_json, parse_config, parse_time
 from nbstore.store.fsio import append_bytes, atomic_write, translate_os_error
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 #: Records kept before the least recently accessed are evicted (jupyter-cache's default).
 DEFAULT_CACHE_LIMIT = 1000
 
-# Rewrite the index once superseded lines outnumber live entries by this much.
-_COMPACT_SLACK = 2000
+# Bytes appended before even a small index is rewritten (a new store compacts into a snapshot at this size).
+_COMPACT_FLOOR = 256 * 1024
 
 
 def jupyter_cache_hint(path: Path) -> str:
@@ -150,7 +150,13 @@ class StoreFolder:
         finally:
             os.close(fd)
         if self._index_offset == 0:
+            # A fresh read: the snapshot line (if any) gives the whole state in one parse, then the log's tail.
             self._index_head = data[: data.find(b"\n") + 1]
+            self._state, end = load(data)
+            del data
+            self._index_id = ident
+            self._index_offset = end
+            return self._state
         # Only whole lines are consumed: a line still being appended is read again next time.
         end = data.rfind(b"\n") + 1
         entries, bad = parse_lines(data[:end], last_fingerprint_only=True)
@@ -321,25 +327,30 @@ class StoreFolder:
         self._write_index(state)
         return self._state
 
-    def _write_index(self, state: IndexState) -> None:
-        """Replace the index with a compact one holding state (caller holds the lock)."""
-        parts = [frame({"op": "header", "format": FORMAT, "id": secrets.token_hex(8)})]
-        for kind in ("cache", "stage"):
-            parts.append(frame({"op": "hw", "kind": kind, "pk": state.high_water[kind]}))
-        for name in sorted(state.cache):
-            parts.append(frame({"op": "put", "kind": "cache", "name": name, "rec": state.cache[name]}))
-        for name in sorted(state.stage):
-            parts.append(frame({"op": "put", "kind": "stage", "name": name, "rec": state.stage[name]}))
-        for name in sorted(state.touched):
-            parts.append(frame({"op": "touch", "kind": "cache", "name": name, "t": state.touched[name]}))
-        for name in sorted(state.tracebacks):
-            parts.append(frame({"op": "traceback", "kind": "stage", "name": name, "text": state.tracebacks[name]}))
-        for name in sorted(state.hashes):
-            parts.append(frame({"op": "hash", "kind": "stage", "name": name, "stat": state.hashes[name]}))
-        parts.append(frame({"op": "sync", "fp": self._fingerprint()}))
-        atomic_write(self.layout.index, b"".join(parts), tmpdir=self.layout.tmp, durable=False)
-        self._state, self._index_id, self._index_offset, self._memo = None, None, 0, {}
-        self._read_index()
+    def _write_index(self, state: IndexState, *, same_records: bool = False) -> None:
+        """Replace the index with a compact one: a header, a snapshot of state, a sync line (caller holds the lock).
+
+        same_records: state is the one already loaded (a compaction), so the records handed out stay valid.
+        """
+        state.bad_lines = 0
+        snapshot = frame_snapshot(state)
+        tail = frame({"op": "sync", "fp": self._fingerprint()})
+        header = frame(
+            {"op": "header", "format": FORMAT, "id": secrets.token_hex(8), "base": len(snapshot) + len(tail)}
+        )
+        data = header + snapshot + tail
+        atomic_write(self.layout.index, data, tmpdir=self.layout.tmp, durable=False)
+        # What was just written is the state in hand: keep it rather than read the file back.
+        state.header = json.loads(header[9:])
+        state.fingerprint = json.loads(tail[9:])["fp"]
+        try:
+            st = os.stat(self.layout.index)
+            self._index_id = (st.st_ino, st.st_dev)
+        except OSError:
+            self._index_id = None
+        self._state, self._index_offset, self._index_head = state, len(data), header
+        if not same_records:
+            self._memo = {}
 
     def _begin(self) -> None:
         """Mark the index stale before a sidecar changes (caller holds the lock).
@@ -381,13 +392,18 @@ class StoreFolder:
             self._compact_if_bloated()
 
     def _compact_if_bloated(self) -> None:
-        """Rewrite the index once superseded lines far outnumber live entries (caller holds the lock, in sync)."""
+        """Rewrite the index once what was appended since the last rewrite outgrows it (caller holds the lock, in sync).
+
+        Each rewrite costs the size of the state and comes only after half as many bytes were appended, so
+        compaction is amortised O(1) per write at any store size, and a fresh reader replays at most that half.
+        """
         state = self._state
-        if state is None:
+        if state is None or self._index_id is None:
             return
-        live = len(state.cache) + len(state.stage) + len(state.touched) + len(state.hashes)
-        if self._index_offset > 200 * (live + _COMPACT_SLACK):
-            self._write_index(state)
+        base = state.header.get("base") if state.header else None
+        base = base if type(base) is int and base >= 0 else 0
+        if self._index_offset > base + base // 2 + _COMPACT_FLOOR:
+            self._write_index(state, same_records=True)
 
 
 def _creation_leftover(path: Path) -> bool:

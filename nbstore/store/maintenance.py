@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nbstore.errors import StoreCorruptError, StoreFormatError, StoreNotFoundError, StoreWriteError
-from nbstore.indexfile import IndexState, parse_lines
+from nbstore.indexfile import IndexState, load
 from nbstore.layout import FORMAT, temp_writer
 from nbstore.records import dump_json, parse_config
 from nbstore.store.folder import DEFAULT_CACHE_LIMIT
@@ -133,11 +133,9 @@ def _raw_index(store: NbStore) -> tuple[IndexState | None, int]:
         data = store.layout.index.read_bytes()
     except FileNotFoundError:
         return None, 0
-    entries, bad = parse_lines(data)
-    state = IndexState()
-    for entry in entries:
-        state.apply(entry)
-    return state, bad
+    state, end = load(data)
+    # A torn last line (no newline yet) counts as damage here, as parse_lines counts it.
+    return state, state.bad_lines + (end < len(data))
 
 
 def _config_problem(store: NbStore) -> tuple[str | None, dict, str]:

@@ -1,0 +1,159 @@
+"""Plain rows straight from the index state, for listings of thousands of notebooks (no record objects)."""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import TYPE_CHECKING
+
+from nbstore.errors import RecordNotFoundError
+from nbstore.records import format_time, parse_time
+from nbstore.store.cache import notebook_file_key
+
+if TYPE_CHECKING:
+    from nbstore.store.cache import NbStore
+
+__all__ = ["cache_rows", "canonical_time", "match_file_pk", "match_pk", "status_rows"]
+
+# How far from the end of the index its last line is looked for (a sync line is about 80 bytes).
+_TAIL = 512
+
+
+def canonical_time(text: str) -> str:
+    """Return a record time as format_time writes it (naive UTC, microseconds), parsing only when it is not."""
+    if len(text) == 26 and text[10] == "T" and text[19] == ".":
+        return text
+    return format_time(parse_time(text))
+
+
+def _accessed(created: str, touched: str | None) -> str:
+    """The later of creation and last access, as NbCacheRecord.accessed is (canonical ISO text sorts as time)."""
+    if not touched:
+        return created
+    touched = canonical_time(touched)
+    return touched if touched > created else created
+
+
+def cache_rows(store: NbStore) -> list[dict]:
+    """Return one plain dict per cache record, by pk: pk, hashkey, uri, created, accessed, artifacts (a count), data."""
+    state = store._state_in_sync()
+    touched = state.touched
+    rows = []
+    for key, rec in state.cache.items():
+        created = canonical_time(rec["created"])
+        data = rec.get("data")
+        rows.append(
+            {
+                "pk": rec["pk"],
+                "hashkey": key,
+                "uri": str(rec.get("uri") or ""),
+                "created": created,
+                "accessed": _accessed(created, touched.get(key)),
+                "artifacts": len(rec.get("artifacts") or ()),
+                "data": data if isinstance(data, dict) else {},
+            }
+        )
+    rows.sort(key=lambda r: r["pk"])
+    return rows
+
+
+def status_rows(store: NbStore) -> list[dict]:
+    """Return every staged notebook's status row, by pk: pk, uri, status, cache_pk, last_run (ISO, Z), seconds."""
+    keys = store.staged_keys()
+    state = store._state_in_sync()
+    cache = state.cache
+    tracebacks = state.tracebacks
+    rows = []
+    for name, rec in state.stage.items():
+        pk = rec["pk"]
+        uri = store._abs_uri(rec["uri"])
+        key = keys.get(pk)
+        match = cache.get(key) if key else None
+        seconds = None
+        if key is None:
+            status = "missing file" if not os.path.exists(uri) else "unreadable"
+        elif match is not None:
+            status = "up to date"
+            data = match.get("data")
+            seconds = data.get("execution_seconds") if isinstance(data, dict) else None
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                seconds = None
+        else:
+            status = "failed" if tracebacks.get(name) else "outdated"
+        rows.append(
+            {
+                "pk": pk,
+                "uri": uri,
+                "status": status,
+                "cache_pk": match["pk"] if match is not None else None,
+                "last_run": canonical_time(match["created"]) + "Z" if match is not None else None,
+                "seconds": seconds,
+            }
+        )
+    rows.sort(key=lambda r: r["pk"])
+    return rows
+
+
+def _index_is_current(store: NbStore) -> bool:
+    """True if the index's last line is a whole sync line naming the folders as they are now.
+
+    A writer appends that line only with the index in sync with the record files, so the record file a key
+    names then holds exactly what the index does (pk clashes included: a rebuild resolves them first).
+    """
+    try:
+        fd = os.open(store.layout.index, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, min(size, _TAIL), max(0, size - _TAIL))
+    finally:
+        os.close(fd)
+    if not tail.endswith(b"\n"):
+        return False
+    line = tail[:-1].rpartition(b"\n")[2]
+    if len(line) < 10 or line[8:9] != b" ":
+        return False
+    body = line[9:]
+    try:
+        if int(line[:8], 16) != zlib.crc32(body):
+            return False
+        entry = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("op") == "sync" and entry.get("fp") == store._fingerprint()
+
+
+def match_pk(store: NbStore, key: str) -> int:
+    """Return the pk of the cache record with this key, reading only its record file when the index is current."""
+    store._check_format()
+    if store._state is None and _index_is_current(store):
+        try:
+            fd = os.open(store.layout.cache_sidecar(key), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            raise RecordNotFoundError(f"Cache record not found for NB with hashkey: {key}") from None
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                # A record file is a few hundred bytes; a larger one is read the slow way, with its checks.
+                data = os.read(fd, 1 << 20)
+            finally:
+                os.close(fd)
+            try:
+                rec = json.loads(data)
+                store._check_sidecar("cache", rec, key)
+            except (ValueError, KeyError, TypeError):
+                pass  # damaged or in a git conflict: the full path decides
+            else:
+                return rec["pk"]
+    return store.match_cache_key(key).pk
+
+
+def match_file_pk(store: NbStore, path: str | os.PathLike[str]) -> int:
+    """Return the pk of the cache record matching the notebook file at path (as NbStore.match_cache_file)."""
+    if os.fspath(path).endswith(".ipynb"):
+        # An .ipynb file is read as JSON whatever it was staged with: its key needs no index.
+        return match_pk(store, notebook_file_key(path))
+    return store.match_cache_file(path).pk

@@ -1,0 +1,217 @@
+"""Large stores: compaction is amortised and exact, the snapshot is checked, listings and match need no replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+import nbstore
+import nbstore.store.folder as folder_module
+from nbstore.cli import render
+from nbstore.indexfile import frame, load
+from nbstore.layout import stage_name
+from nbstore.store import rows as rows_module
+from tests.storetools import executed_nb, write_nb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _grow(store: nbstore.NbStore, folder: Path, n: int, *, start: int = 0) -> list[Path]:
+    """Cache n small executed notebooks, one file at a time, and stage every other one."""
+    paths = []
+    for i in range(start, start + n):
+        path = write_nb(folder / f"nb{i:05d}.ipynb", executed_nb(f"grow-{i}"))
+        store.cache_notebook_file(path, data={"execution_seconds": i / 1000})
+        if i % 2 == 0:
+            store.stage_notebook_file(path)
+        paths.append(path)
+    return paths
+
+
+def _tables(state) -> tuple:
+    return state.cache, state.stage, state.touched, state.hashes, state.high_water
+
+
+@pytest.mark.slow
+def test_a_store_grown_to_thousands_of_records_compacts_amortised_and_verifies_clean(tmp_path, monkeypatch):
+    """3000 adds and 1500 stages: compactions write at most 3 bytes per byte appended, never re-read, verify clean."""
+    # What is under test is the index's algorithm, not the disk: fsync off, as the benchmark's algorithm rows.
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+    monkeypatch.setattr(folder_module, "_COMPACT_FLOOR", 16 * 1024)  # compact often: dozens of rewrites
+    appended, compacted, loads = [], [], []
+    real_append, real_write_index = folder_module.append_bytes, folder_module.StoreFolder._write_index
+    real_load = folder_module.load
+    monkeypatch.setattr(
+        folder_module, "append_bytes", lambda path, data: (appended.append(len(data)), real_append(path, data))[1]
+    )
+
+    def write_index(self, state, **kwargs):
+        real_write_index(self, state, **kwargs)
+        compacted.append(os.path.getsize(self.layout.index))
+
+    monkeypatch.setattr(folder_module.StoreFolder, "_write_index", write_index)
+    monkeypatch.setattr(folder_module, "load", lambda data: (loads.append(len(data)), real_load(data))[1])
+    store = nbstore.get_cache(tmp_path / "store")
+    store.change_cache_limit(10**6)
+    _grow(store, tmp_path / "nbs", 3000)
+
+    assert len(compacted) >= 10
+    assert sum(compacted) <= 3 * sum(appended)
+    # The writer keeps what it wrote: the index is read from its start only when the store is first opened.
+    assert len(loads) <= 1
+    index = (store.path / "index").read_bytes()
+    header = json.loads(index.split(b"\n", 1)[0][9:])
+    assert len(index) <= header["base"] * 1.5 + 16 * 1024 + 2000
+    fresh = nbstore.get_cache(store.path)
+    state = fresh._read_index()
+    assert fresh._current(state)
+    scanned, problems, _ = fresh._scan_sidecars(state)
+    assert problems == [] and _tables(scanned)[:2] == _tables(state)[:2]
+    assert len(state.cache) == 3000 and len(state.stage) == 1500
+    assert fresh.verify().problems == ()
+    assert [r.pk for r in fresh.list_cache_records()] == list(range(1, 3001))
+
+
+def test_snapshot_state_equals_the_replayed_log(tmp_path, monkeypatch):
+    """After a compaction, the snapshot plus the log's tail gives what a line-by-line replay gave before it."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # durability is test_crash's business; this is about content
+    monkeypatch.setattr(folder_module, "_COMPACT_FLOOR", 2000)
+    store = nbstore.get_cache(tmp_path / "store")
+    paths = _grow(store, tmp_path / "nbs", 12)
+    store.get_cache_bundle(3)
+    store.set_staged_traceback(paths[0], "Traceback: boom")
+    store.remove_cache(5)
+    store.discard_staged_notebook(paths[2])
+    before = _tables(nbstore.get_cache(store.path)._read_index())
+    store._write_index(store._state_in_sync())
+    data = (store.path / "index").read_bytes()
+    assert data.split(b"\n")[1].startswith(b"~"), "the compacted index starts with a snapshot line"
+    state, end = load(data)
+    assert end == len(data) and state.bad_lines == 0
+    assert _tables(state) == before
+    assert state.tracebacks == {stage_name(store._stored_uri(paths[0].resolve())): "Traceback: boom"}
+    again = nbstore.get_cache(store.path)
+    assert [r.pk for r in again.list_cache_records()] == [pk for pk in range(1, 13) if pk != 5]
+    assert again.list_staged_records()[0].traceback == "Traceback: boom"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["flip", "shape", "truncate"],
+    ids=["garbled-snapshot", "wrong-shape-snapshot", "torn-snapshot"],
+)
+def test_a_damaged_snapshot_is_never_trusted(tmp_path, damage):
+    """A garbled, torn or ill-shaped snapshot line makes the index untrusted: it is rebuilt and loses nothing."""
+    store = nbstore.get_cache(tmp_path / "store")
+    _grow(store, tmp_path / "nbs", 6)
+    store._write_index(store._state_in_sync())
+    index = store.path / "index"
+    head, snap, rest = index.read_bytes().split(b"\n", 2)
+    if damage == "flip":
+        snap = snap.replace(b'"pk":3', b'"pk":9')
+    elif damage == "shape":
+        body = json.dumps({"cache": [], "stage": {}, "touched": {}, "tracebacks": {}, "hashes": {}, "hw": {}}).encode()
+        snap = b"~%08x %s" % (zlib.crc32(body), body)
+    else:
+        snap = snap[: len(snap) // 2]
+    index.write_bytes(head + b"\n" + snap + b"\n" + rest)
+    fresh = nbstore.get_cache(store.path)
+    assert not fresh._current(load(index.read_bytes())[0])
+    assert [r.pk for r in fresh.list_cache_records()] == [1, 2, 3, 4, 5, 6]
+    assert nbstore.get_cache(store.path).verify().problems == ()
+
+
+def test_an_index_without_a_snapshot_still_opens_and_is_compacted_by_the_next_write(tmp_path):
+    """An index written line by line (as version 0.1.0 wrote it) is replayed; the next write gives it a snapshot."""
+    store = nbstore.get_cache(tmp_path / "store")
+    paths = _grow(store, tmp_path / "nbs", 4)
+    state = store._state_in_sync()
+    lines = [frame({"op": "header", "format": 1, "id": "0123456789abcdef"})]
+    lines += [frame({"op": "hw", "kind": k, "pk": state.high_water[k]}) for k in ("cache", "stage")]
+    lines += [frame({"op": "put", "kind": "cache", "name": n, "rec": r}) for n, r in sorted(state.cache.items())]
+    lines += [frame({"op": "put", "kind": "stage", "name": n, "rec": r}) for n, r in sorted(state.stage.items())]
+    lines += [frame({"op": "sync", "fp": store._fingerprint()})] * 5000  # bloated, as 0.1.0 let it grow
+    (store.path / "index").write_bytes(b"".join(lines))
+    old = nbstore.get_cache(store.path)
+    assert old._current(old._read_index()) and len(old.list_cache_records()) == 4
+    old.stage_notebook_file(paths[1])
+    data = (store.path / "index").read_bytes()
+    assert data.split(b"\n")[1].startswith(b"~") and len(data) < 20_000
+    assert len(nbstore.get_cache(store.path).list_staged_records()) == 3
+
+
+def test_match_reads_only_the_record_its_key_names(tmp_path, monkeypatch):
+    """With the index current, `nbstore match` never loads the index; when it is not, it rebuilds and answers."""
+    store = nbstore.get_cache(tmp_path / "store")
+    paths = _grow(store, tmp_path / "nbs", 5)
+    missing = write_nb(tmp_path / "other.ipynb", executed_nb("never cached"))
+
+    def no_replay(data):
+        raise AssertionError("match replayed the index")
+
+    monkeypatch.setattr(folder_module, "load", no_replay)
+    fresh = nbstore.get_cache(store.path)
+    key = nbstore.notebook_key(json.loads(paths[3].read_text()))
+    assert rows_module.match_pk(fresh, key) == 4
+    with pytest.raises(KeyError, match="hashkey"):
+        rows_module.match_pk(fresh, nbstore.notebook_key(json.loads(missing.read_text())))
+    monkeypatch.undo()
+    # A record file changed behind the index's back (a git checkout): the full path rebuilds and answers.
+    (store.path / "index").unlink()
+    assert rows_module.match_pk(nbstore.get_cache(store.path), key) == 4
+    out = subprocess.run(
+        [sys.executable, "-m", "nbstore", "--cache", str(store.path), "match", str(paths[3]), str(missing)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1 and out.stdout == f"4\t{paths[3]}\n"
+    assert "no cached notebook matches it" in out.stderr
+
+
+def test_plain_rows_agree_with_the_records(tmp_path):
+    """The cache list and status tables built from plain rows equal those built from record objects."""
+    store = nbstore.get_cache(tmp_path / "store")
+    paths = _grow(store, tmp_path / "nbs", 6)
+    store.get_cache_bundle(2)
+    store.set_staged_traceback(paths[4], "boom")
+    write_nb(paths[4], executed_nb("edited since its failed run"))
+    paths[2].unlink()
+    rows = rows_module.cache_rows(store)
+    records = store.list_cache_records()
+    assert render.cache_rows_table(rows).plain_lines() == render.cache_table(records).plain_lines()
+    assert [(r["pk"], r["accessed"]) for r in rows] == [
+        (r.pk, r.accessed.isoformat(timespec="microseconds")) for r in records
+    ]
+    status = {r["pk"]: r for r in rows_module.status_rows(store)}
+    assert [status[pk]["status"] for pk in sorted(status)] == ["up to date", "missing file", "failed"]
+    assert status[1]["last_run"] == render.iso_time(records[0].created) and status[1]["seconds"] == 0.0
+    assert status[1]["uri"] == str(paths[0].resolve())
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/St_Johns", "Australia/Lord_Howe"])
+def test_local_time_of_text_equals_the_datetime_conversion(zone, monkeypatch):
+    """Listing times converted with the per-hour offset equal datetime's own conversion, across DST changes."""
+    import time
+    from datetime import datetime, timedelta
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    render._utc_offset.cache_clear()
+    try:
+        moment = datetime(2026, 3, 27, 0, 0, 0, 123456)
+        for step in range(0, 24 * 12 * 4):
+            value = moment + timedelta(minutes=5 * step, seconds=step % 60)
+            text = value.isoformat(timespec="microseconds")
+            assert render.local_time(text) == render.local_time(value), (zone, text)
+            assert render.local_time(text + "Z") == render.local_time(value)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+        render._utc_offset.cache_clear()
