@@ -679,10 +679,10 @@ def status(
     Each is up to date, outdated, failed or missing, with its cache ID and last run.
     """
     with _no_gc():
-        _status(ctx, as_json=as_json)
+        _status(ctx, check=check, as_json=as_json)
 
 
-def _status(ctx: typer.Context, *, as_json: bool) -> None:
+def _status(ctx: typer.Context, *, check: bool, as_json: bool) -> None:
     # Plain rows from the index state: building a record object and a datetime per row costs more than the rest.
     rows = status_rows(_store(ctx, existing=True))
     if as_json:

@@ -265,23 +265,23 @@ def _status(text: str) -> Text:
 
 def cache_table(records: Iterable[NbCacheRecord], *, hashkeys: bool = False) -> Grid:
     """Return the table of cache records: ID, Origin, Created, Accessed[, Hashkey], Artifacts, Data."""
-    records = list(records)
-    with_data = any(r.data for r in records)
-    columns = ["ID", "Origin", "Created", "Accessed"] + (["Hashkey"] if hashkeys else []) + ["Artifacts"]
-    table = _table(*columns, *(["Data"] if with_data else []), numeric=("ID", "Artifacts"))
-    for r in records:
-        row = [str(r.pk), display_path(r.uri), local_time(r.created), local_time(r.accessed)]
-        if hashkeys:
-            row.append(r.hashkey)
-        row.append(str(len(r.artifacts)))
-        if with_data:
-            row.append(format_data(r.data))
-        table.add_row(*row)
-    return table
+    rows = [
+        {
+            "pk": r.pk,
+            "hashkey": r.hashkey,
+            "uri": r.uri,
+            "created": r.created,
+            "accessed": r.accessed,
+            "artifacts": len(r.artifacts),
+            "data": r.data,
+        }
+        for r in records
+    ]
+    return cache_rows_table(rows, hashkeys=hashkeys)
 
 
 def cache_rows_table(rows: Iterable[dict], *, hashkeys: bool = False) -> Grid:
-    """Return the table of cache records from plain rows (as nbstore.store.rows.cache_rows gives them)."""
+    """Return the table of cache records from plain rows (nbstore.store.rows.cache_rows; times datetime or ISO)."""
     rows = list(rows)
     with_data = any(r["data"] for r in rows)
     columns = ["ID", "Origin", "Created", "Accessed"] + (["Hashkey"] if hashkeys else []) + ["Artifacts"]
@@ -292,7 +292,7 @@ def cache_rows_table(rows: Iterable[dict], *, hashkeys: bool = False) -> Grid:
             row.append(r["hashkey"])
         row.append(str(r["artifacts"]))
         if with_data:
-            row.append(json.dumps(r["data"], ensure_ascii=False) if r["data"] else "")
+            row.append(format_data(r["data"]))
         table.add_row(*row)
     return table
 
