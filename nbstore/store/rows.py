@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from typing import TYPE_CHECKING
 
 from nbstore.errors import RecordNotFoundError
 from nbstore.records import format_time, parse_time
-from nbstore.store.cache import notebook_file_key
-
-if TYPE_CHECKING:
-    from nbstore.store.cache import NbStore
+from nbstore.store.cache import NbStore, notebook_file_key
 
 __all__ = ["cache_rows", "canonical_time", "match_file_pk", "match_pk", "status_rows"]
 
