@@ -241,3 +241,48 @@ def test_dead_runtime_dirs_skips_links_files_live_runs_and_other_names(tmp_path)
         assert os.path.dirname(mine) == tempfile.gettempdir()
     finally:
         os.rmdir(mine)
+
+
+# ---------------------------------------------------------------------------- portable cache records
+
+
+def _sidecars(store_path):
+    return [json.loads(p.read_text()) for p in sorted((store_path / "cache").glob("*.json"))]
+
+
+def test_cache_record_of_a_notebook_inside_is_stored_relative_and_read_back_absolute(cwd, tmp_path_factory):
+    """cache add of a notebook under the store's parent stores its path relative to it; a moved copy reads its own."""
+    import shutil
+
+    inside = executed(cwd / "book" / "squares.ipynb", ["s = 1"])
+    outside_dir = tmp_path_factory.mktemp("elsewhere")
+    outside = executed(outside_dir / "far.ipynb", ["f = 1"])
+    ok("cache", "add", "book/squares.ipynb", outside)
+    by_pk = {s["pk"]: s for s in _sidecars(cwd / ".nbstore")}
+    assert by_pk[1]["uri"] == "book/squares.ipynb" and by_pk[1]["uri_relative"] is True
+    assert by_pk[2]["uri"] == str(outside) and "uri_relative" not in by_pk[2]
+    listed = json.loads(ok("cache", "list", "--json").stdout)
+    assert [r["uri"] for r in listed] == [str(inside), str(outside)]
+    assert get_cache(cwd / ".nbstore").get_cache_record(1).uri == str(inside)
+    moved = tmp_path_factory.mktemp("clone") / "project"
+    shutil.copytree(cwd, moved, symlinks=True)
+    clone = get_cache(moved / ".nbstore")
+    assert [r.uri for r in clone.list_cache_records()] == [str(moved / "book" / "squares.ipynb"), str(outside)]
+    assert str(cwd) not in (moved / ".nbstore" / "cache").joinpath(f"{by_pk[1]['hashkey']}.json").read_text()
+
+
+def test_cache_uri_as_given_when_relative_and_a_marked_uri_never_leaves_the_folder(cwd):
+    """A relative or URL uri is kept as given (jupyter-cache's); a marked uri with '..' is handed out unjoined."""
+    nb = executed(cwd / "a.ipynb", ["a = 1"])
+    store = get_cache(cwd / ".nbstore")
+    assert store.cache_notebook_file(nb, uri="docs/a.ipynb").uri == "docs/a.ipynb"
+    assert store.get_cache_record(1).uri == "docs/a.ipynb"
+    (side,) = _sidecars(cwd / ".nbstore")
+    assert "uri_relative" not in side
+    path = next((cwd / ".nbstore" / "cache").glob("*.json"))
+    side.update(uri="../../etc/passwd", uri_relative=True)
+    # As a checkout writes it: a new file in place of the old (the store notices the folder changed).
+    (cwd / "edited.json").write_text(json.dumps(side, indent=2, sort_keys=True) + "\n")
+    os.replace(cwd / "edited.json", path)
+    (cwd / ".nbstore" / "index").unlink()
+    assert get_cache(cwd / ".nbstore").get_cache_record(1).uri == "../../etc/passwd"

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ __all__ = ["DEFAULT_CACHE_LIMIT", "NbStore", "get_cache", "notebook_file_key"]
 # A file hashed less than this long after its last modification may change again within the
 # same timestamp tick, so its hash is not trusted on the next look (git's "racy clean" rule).
 _RACY_NS = 100_000_000
+
+#: Cache sidecar key: its "uri" is relative to the folder holding the store (absent: the uri as given).
+RELATIVE_URI = "uri_relative"
 
 
 def _read_notebook_file(path: Path) -> dict:
@@ -99,9 +103,29 @@ class NbStore(ProjectAPI, StoreFolder):
         memo = self._memo.get(("cache", key))
         if memo is None:
             touched = state.touched.get(key)
-            memo = NbCacheRecord.from_sidecar(state.cache[key], accessed=parse_time(touched) if touched else None)
+            rec = state.cache[key]
+            memo = NbCacheRecord.from_sidecar(rec, accessed=parse_time(touched) if touched else None)
+            if rec.get(RELATIVE_URI) is True:
+                memo = replace(memo, uri=self._abs_cache_uri(memo.uri))
             self._memo[("cache", key)] = memo
         return memo
+
+    def _abs_cache_uri(self, stored: str) -> str:
+        # Only a plain relative path is joined: a record from an untrusted store must not name a file outside.
+        parts = stored.split("/")
+        if not stored or os.path.isabs(stored) or ".." in parts or "\\" in stored:
+            return stored
+        return os.path.join(self._base, *parts)
+
+    def _relative_cache_uri(self, uri: str) -> str | None:
+        """Return uri relative to the folder holding the store if it is an absolute path inside it, else None."""
+        if not uri or not os.path.isabs(uri):
+            return None  # as given: a relative uri or a URL means what its caller meant (jupyter-cache keeps it)
+        for form in (os.path.abspath(uri), os.path.realpath(uri)):
+            rel = os.path.relpath(form, self._base) if form.startswith(str(self._base) + os.sep) else None
+            if rel is not None:
+                return Path(rel).as_posix()
+        return None
 
     def _abs_uri(self, stored: str) -> str:
         # Plain string joins: status builds this for every staged notebook, and pathlib costs 5x more.
@@ -409,6 +433,10 @@ class NbStore(ProjectAPI, StoreFolder):
                 key_rule=KEY_RULE,
             )
             sidecar = record.to_sidecar()
+            relative = self._relative_cache_uri(uri)
+            if relative is not None:
+                # A committed store must not leak this machine's folders; a clone hands out its own path.
+                sidecar.update({"uri": relative, RELATIVE_URI: True})
             self._begin()
             atomic_write(self.layout.cache_sidecar(key), dump_json(sidecar), tmpdir=self.layout.tmp)
             entries: list[dict] = [{"op": "put", "kind": "cache", "name": key, "rec": sidecar}]
