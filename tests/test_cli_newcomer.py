@@ -268,6 +268,10 @@ def test_cache_record_of_a_notebook_inside_is_stored_relative_and_read_back_abso
     shutil.copytree(cwd, moved, symlinks=True)
     clone = get_cache(moved / ".nbstore")
     assert [r.uri for r in clone.list_cache_records()] == [str(moved / "book" / "squares.ipynb"), str(outside)]
+    # The table, run from elsewhere, names the clone's file as the current folder sees it.
+    os.chdir(moved / "book")
+    table = ok("--cache", "../.nbstore", "cache", "list").stdout
+    assert " squares.ipynb " in table and "book/squares.ipynb" not in table and str(outside) in table
     assert str(cwd) not in (moved / ".nbstore" / "cache").joinpath(f"{by_pk[1]['hashkey']}.json").read_text()
 
 

@@ -8,7 +8,7 @@ import zlib
 
 from nbstore.errors import RecordNotFoundError
 from nbstore.records import format_time, parse_time
-from nbstore.store.cache import NbStore, notebook_file_key
+from nbstore.store.cache import RELATIVE_URI, NbStore, notebook_file_key
 
 __all__ = ["cache_rows", "canonical_time", "match_file_pk", "match_pk", "status_rows"]
 
@@ -43,7 +43,7 @@ def cache_rows(store: NbStore) -> list[dict]:
             {
                 "pk": rec["pk"],
                 "hashkey": key,
-                "uri": str(rec.get("uri") or ""),
+                "uri": store._abs_cache_uri(rec["uri"]) if rec.get(RELATIVE_URI) is True else str(rec.get("uri") or ""),
                 "created": created,
                 "accessed": _accessed(created, touched.get(key)),
                 "artifacts": len(rec.get("artifacts") or ()),
