@@ -9,6 +9,7 @@ __all__ = [
     "ExecutorNotFoundError",
     "NbStoreError",
     "NbValidityError",
+    "NotebookFailedError",
     "NotebookNotFoundError",
     "NotebookReadError",
     "ReaderNotFoundError",
@@ -107,3 +108,7 @@ class ReaderNotFoundError(NbStoreError, ValueError):
 
 class ExecutionError(NbStoreError):
     """The executor could not run notebooks at all (no worker process could be started)."""
+
+
+class NotebookFailedError(NbStoreError, RuntimeError):
+    """A notebook's run failed (a cell raised or timed out): what a docs build reports for it."""

@@ -30,6 +30,7 @@ EXPECTED = [
     "NbStore",
     "NbStoreError",
     "NbValidityError",
+    "NotebookFailedError",
     "NotebookNotFoundError",
     "NotebookOutcome",
     "NotebookReadError",

@@ -78,10 +78,14 @@ class Sizes:
     warmup: int = 1
     sleep: bool = True
     jcache_mem: bool = True
+    n_docs: int = 8
+    docs: bool = True  # Sphinx builds need a second jupyter-cache venv with Sphinx and MyST-NB: full runs only
 
 
 FULL = Sizes()
-QUICK = Sizes(n_small=40, n_large=3, n_probe=20, n_exec=2, n_mem=200, reps=2, exec_reps=2, warmup=1, sleep=False)
+QUICK = Sizes(
+    n_small=40, n_large=3, n_probe=20, n_exec=2, n_mem=200, reps=2, exec_reps=2, warmup=1, sleep=False, docs=False
+)
 
 
 @dataclass
@@ -142,6 +146,55 @@ def ensure_jcache_venv(venv: Path, log: Callable[[str], None]) -> Path:
     return python
 
 
+# The docs builds: MyST-NB and Sphinx at the project's versions on both sides.
+DOCS_PINS = ("sphinx", "myst-nb", "myst-parser", "docutils")
+
+
+def ensure_docs_venv(venv: Path, system: str, log: Callable[[str], None]) -> Path:
+    """Create (once) a venv for one side of the docs builds; return its python.
+
+    Both sides get Sphinx, MyST-NB and the kernel stack at the project's versions and nothing else (the
+    project's own environment holds nbdime, whose rfc3987-syntax makes `import nbformat` a second slower):
+    jupyter-cache 1.0.1 on one side, this checkout (editable, extra `sphinx`) on the other.
+    """
+    python = venv / "bin" / "python"
+    pins = []
+    for name in (*SHARED_PINS, *DOCS_PINS):
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError as exc:
+            raise SystemExit(f"the docs workload needs {name}: pip install -e '.[sphinx]'") from exc
+    first = ["-e", f"{ROOT}[sphinx]"] if system == "nbstore" else [f"jupyter-cache=={JCACHE_VERSION}"]
+    wanted = " ".join([*first, *pins])
+    stamp = venv / "nbstore-bench.txt"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    log(f"installing {wanted} into {venv} (once)")
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *wanted.split()],
+        check=True,
+        env=_clean_env(),
+    )
+    stamp.write_text(wanted)
+    return python
+
+
+DOCS_CONF = {
+    "nbstore": (
+        'extensions = ["myst_nb", "nbstore.sphinx"]\nnb_execution_mode = "cache"\n'
+        'nbstore_cache_path = ".nbstore"\nnbstore_workers = 2\nexclude_patterns = ["_build"]\n'
+    ),
+    "jcache": (
+        'import os\nextensions = ["myst_nb"]\nnb_execution_mode = "cache"\n'
+        'nb_execution_cache_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".jupyter_cache")\n'
+        'exclude_patterns = ["_build", ".jupyter_cache"]\n'
+    ),
+}
+
+
 def du(path: Path, *, skip: frozenset[str] = frozenset()) -> tuple[int, int]:
     """Return (bytes of disk blocks used, apparent bytes) of a folder tree, as du and du --apparent-size count."""
     blocks = apparent = 0
@@ -192,6 +245,7 @@ class Harness:
         self.corpus_dir = corpus_dir
         self.work = work
         self.python = {"nbstore": Path(sys.executable), "jcache": jc_python}
+        self.docs_venvs = {system: jc_python.parents[2] / f"{system}-docs-venv" for system in SYSTEMS}
         self.bin = {"nbstore": Path(sys.executable).parent, "jcache": jc_python.parent}
         self.rows: dict[str, Row] = {}
         self.notes: list[str] = []
@@ -553,6 +607,52 @@ class Harness:
                             self.add(f"exec_{kind}_{mode}", system, seconds)
             self.log(f"execution round {i + 1}/{len(rounds)} done")
 
+    def write_book(self, system: str) -> Path:
+        """Write the book: an index and n_docs chapters, each a notebook whose code takes about a second."""
+        root = self.fresh(f"book-{system}")
+        src = root / "src"
+        chapters = []
+        for i in range(self.sizes.n_docs):
+            nb = corpus.make_exec_notebooks("sleep", i)
+            title = {"cell_type": "markdown", "id": "t", "metadata": {}, "source": f"# Chapter {i}\n\nSome prose."}
+            nb["cells"].insert(0, title)
+            mark = {"cell_type": "code", "execution_count": None, "id": "m", "metadata": {}, "outputs": []}
+            nb["cells"].append(dict(mark, source=f"print('OUTPUT-' + 'MARK-{i}')"))
+            chapters.append((f"chapter{i}", nb))
+        corpus.write_set(src, chapters)
+        toc = "\n".join(name for name, _ in chapters)
+        (src / "index.md").write_text(f"# Book\n\n```{{toctree}}\n{toc}\n```\n")
+        (src / "conf.py").write_text(DOCS_CONF[system])
+        return root
+
+    def sphinx_build(self, system: str, root: Path) -> float:
+        """Build the book's HTML with every document read (-E); return the wall seconds."""
+        argv = [str(self.docs_python[system]), "-m", "sphinx", "-b", "html", "-q", "-E"]
+        wall, _ = self.command([*argv, str(root / "src"), str(root / "out")])
+        for i in range(self.sizes.n_docs):
+            page = (root / "out" / f"chapter{i}.html").read_text(encoding="utf-8")
+            # The marker is split in the source: whole, it can only be the cell's output.
+            self.check(f"OUTPUT-MARK-{i}" in page, f"{system}: chapter{i} was built without its outputs")
+        return wall
+
+    def bench_docs(self) -> None:
+        """Sphinx builds of a book of notebooks: nbstore.sphinx against MyST-NB's cache mode on jupyter-cache."""
+        if not self.sizes.docs:
+            return
+        n = self.sizes.n_docs
+        self.docs_python = {s: ensure_docs_venv(self.docs_venvs[s], s, self.log) for s in SYSTEMS}
+        self.row("docs_cold", "Sphinx build, cold (empty cache)", "s", n, "≥ 1.25×", judge_ratio(1.25))
+        self.row("docs_warm", "Sphinx build -E, warm (all cached)", "s", n, "≥ 1× (no slower)", judge_ratio(1.0))
+        for warm in self.rounds():
+            for system in SYSTEMS:
+                root = self.write_book(system)
+                cold = self.sphinx_build(system, root)
+                again = self.sphinx_build(system, root)
+                shutil.rmtree(root, ignore_errors=True)
+                if not warm:
+                    self.add("docs_cold", system, cold)
+                    self.add("docs_warm", system, again)
+
 
 # ---------------------------------------------------------------------- targets
 
@@ -729,6 +829,7 @@ WORKLOADS = {
     "cli": "bench_cli",
     "memory": "bench_memory",
     "execute": "bench_execute",
+    "docs": "bench_docs",
 }
 
 
@@ -761,6 +862,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup is not None:
         sizes.warmup = args.warmup
     sizes.jcache_mem = not args.no_jcache_mem
+    if args.only and "docs" in args.only:
+        sizes.docs = True
     started = time.perf_counter()
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     jc_python = ensure_jcache_venv(args.venv, log)

@@ -1,0 +1,175 @@
+"""Everything nbstore.sphinx takes from MyST-NB's internals, for the MyST-NB versions it is tested with.
+
+MyST-NB offers no plug point for its cache, so this module (and only this one) reaches into it:
+- it reads notebooks as MyST-NB's parser does (its reader choice, its per-notebook ``mystnb`` metadata, its
+  exclude patterns), so that the first phase runs exactly the notebooks MyST-NB would take from its cache;
+- it rebinds the four jupyter-cache names that MyST-NB's cache client (``myst_nb.core.execute.cache``)
+  imported, to nbstore's ``jupyter_cache`` compatibility package, so that the client reads the nbstore
+  store; a notebook that failed in the first phase is not run a second time: its failure is handed over.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sphinx.environment import BuildEnvironment
+
+__all__ = ["SUPPORTED", "Plan", "check_version", "install", "plan"]
+
+#: The MyST-NB versions (major.minor) whose internals this module was written against and tested with.
+SUPPORTED = ("1.4",)
+
+
+def check_version() -> None:
+    """Fail with a clear message on a MyST-NB this module was not written for."""
+    from sphinx.errors import ExtensionError
+
+    try:
+        import myst_nb
+    except ImportError as exc:
+        raise ExtensionError("nbstore.sphinx needs MyST-NB: pip install 'nbstore-cache[sphinx]'") from exc
+    version = getattr(myst_nb, "__version__", "unknown")
+    if ".".join(version.split(".")[:2]) not in SUPPORTED:
+        raise ExtensionError(
+            f"nbstore.sphinx works with MyST-NB {', '.join(s + '.x' for s in SUPPORTED)}, not {version}: "
+            "pip install 'nbstore-cache[sphinx]' installs a supported one"
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A notebook MyST-NB will take from its cache: its file, key, reader and the options it runs with."""
+
+    docname: str
+    path: str
+    key: str
+    reader: str
+    timeout: float | None
+    allow_errors: bool
+    in_temp: bool
+
+
+def _reader_name(path: str, read_fmt: dict | None) -> str | None:
+    """The nbstore reader that reads path as MyST-NB did (None: no registered reader does)."""
+    if read_fmt is None:
+        return "nbformat" if path.endswith(".ipynb") else None
+    if read_fmt.get("type") == "plugin" and isinstance(read_fmt.get("name"), str):
+        return read_fmt["name"]
+    return None
+
+
+def plan(env: BuildEnvironment, docname: str) -> Plan | None:
+    """Return how the document would be executed in cache mode, or None if MyST-NB would not cache it."""
+    from myst_nb.core.nb_to_tokens import nb_node_to_dict
+    from myst_nb.core.read import create_nb_reader
+
+    from nbstore.hashing import notebook_key
+
+    path = str(env.doc2path(docname))
+    if not any(path.endswith(suffix) and kind == "myst-nb" for suffix, kind in dict(env.config.source_suffix).items()):
+        return None
+    nb_config = env.mystnb_config
+    try:
+        text = Path(path).read_text(encoding=env.config.source_encoding)
+        reader = create_nb_reader(path, env.myst_config, nb_config, text)
+        if reader is None:
+            return None  # plain Markdown
+        notebook = reader.read(text)
+    except Exception:  # noqa: BLE001 - MyST-NB reports it when it reads the document
+        return None
+    overrides = notebook.metadata.get(nb_config.metadata_key)
+    if overrides:
+        try:
+            overrides = nb_node_to_dict(overrides)
+            overrides.pop("output_folder", None)
+            nb_config = nb_config.copy(**overrides)
+        except Exception:  # noqa: BLE001 - MyST-NB warns about it and keeps the build's settings
+            nb_config = env.mystnb_config
+    if nb_config.execution_mode != "cache":
+        return None
+    posix = PurePosixPath(Path(path).as_posix())
+    if any(posix.match(pattern) for pattern in nb_config.execution_excludepatterns):
+        return None
+    kernel = (notebook.metadata.get("kernelspec") or {}).get("name")
+    if kernel is not None and any(re.fullmatch(rgx, kernel) for rgx in nb_config.kernel_rgx_aliases or {}):
+        return None  # MyST-NB renames the kernel before matching: the file's key is not the one it looks up
+    reader_name = _reader_name(path, reader.read_fmt)
+    if reader_name is None:
+        return None
+    return Plan(
+        docname=docname,
+        path=path,
+        key=notebook_key(notebook),
+        reader=reader_name,
+        timeout=nb_config.execution_timeout,
+        allow_errors=bool(nb_config.execution_allow_errors),
+        in_temp=bool(nb_config.execution_in_temp),
+    )
+
+
+def install(*, failures: dict[str, Any]) -> None:
+    """Point MyST-NB's cache client at nbstore's compatibility package (idempotent)."""
+    import myst_nb.core.execute.cache as client
+
+    from nbstore.errors import NotebookFailedError
+    from nbstore.hashing import notebook_key
+
+    compat = _compat()
+    run_one = compat.single_nb_execution
+    if getattr(client.single_nb_execution, "_nbstore", False):
+        return
+
+    def single_nb_execution(nb: Any, *args: Any, **kwargs: Any) -> Any:
+        failure = failures.get(notebook_key(nb))
+        if failure is None:
+            return run_one(nb, *args, **kwargs)
+        # It ran (and failed) a moment ago in the first phase: hand MyST-NB that outcome.
+        return compat.ExecutionResult(
+            nb=nb,
+            cwd=kwargs.get("cwd", args[0] if args else None),
+            time=failure.seconds,
+            err=NotebookFailedError(failure.reason),
+            exc_string=failure.traceback or failure.reason,
+        )
+
+    single_nb_execution._nbstore = True  # type: ignore[attr-defined]
+    client.get_cache = compat.get_cache
+    client.CacheBundleIn = compat.CacheBundleIn
+    client.NbProjectRecord = compat.NbProjectRecord
+    client.single_nb_execution = single_nb_execution
+
+
+def _compat() -> Any:
+    """Make the name `jupyter_cache` mean nbstore's compatibility package in this process; return its API."""
+    import importlib
+    import sys
+    from types import SimpleNamespace
+
+    from nbstore import compat_path
+
+    current = sys.modules.get("jupyter_cache")
+    if current is None or not getattr(current, "NBSTORE_COMPAT", False):
+        # MyST-NB imported the real jupyter-cache (its dependency) already; drop it so the name resolves anew.
+        for name in [n for n in sys.modules if n == "jupyter_cache" or n.startswith("jupyter_cache.")]:
+            del sys.modules[name]
+        folder = compat_path()
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        importlib.invalidate_caches()
+    package = importlib.import_module("jupyter_cache")
+    if not getattr(package, "NBSTORE_COMPAT", False):
+        raise RuntimeError(f"`import jupyter_cache` gives {package.__file__}, not nbstore's compatibility package")
+    base = importlib.import_module("jupyter_cache.base")
+    db = importlib.import_module("jupyter_cache.cache.db")
+    utils = importlib.import_module("jupyter_cache.executors.utils")
+    return SimpleNamespace(
+        get_cache=package.get_cache,
+        CacheBundleIn=base.CacheBundleIn,
+        NbProjectRecord=db.NbProjectRecord,
+        single_nb_execution=utils.single_nb_execution,
+        ExecutionResult=utils.ExecutionResult,
+    )
