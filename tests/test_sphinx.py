@@ -124,7 +124,7 @@ class Project:
     def out(self) -> Path:
         return self.root / "out"
 
-    def build(self, *args: str) -> subprocess.CompletedProcess:
+    def build(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
         """Run sphinx-build; return the finished process (its output is kept for the assertions)."""
         self.runs_log.write_text("")
         self.kernels_log.write_text("")
@@ -137,7 +137,8 @@ class Project:
         )
         cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", *args, str(self.src), str(self.out)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-        assert done.returncode == 0, f"sphinx-build failed:\n{done.stdout}\n{done.stderr}"
+        if ok:
+            assert done.returncode == 0, f"sphinx-build failed:\n{done.stdout}\n{done.stderr}"
         return done
 
     def runs(self) -> list[str]:
@@ -236,12 +237,20 @@ def test_unsupported_myst_nb_is_refused_clearly(monkeypatch: pytest.MonkeyPatch)
         mystnb.check_version()
 
 
-def test_store_outside_the_project_is_used_as_configured(tmp_path: Path) -> None:
-    """nbstore_cache_path is relative to conf.py's folder and may lie outside the sources."""
+def test_store_path_is_relative_to_conf_py_and_refuses_a_jupyter_cache_folder(tmp_path: Path) -> None:
+    """nbstore_cache_path is relative to conf.py's folder, may lie outside the sources, and is never jupyter-cache's."""
     project = Project(tmp_path / "book")
     for name in ("beta.ipynb", "gamma.md", "failing.ipynb", "static.ipynb"):
         (project.src / name).unlink()
     (project.src / "index.md").write_text("# Book\n\n```{toctree}\nalpha\nabout\n```\n")
+    old_cache = tmp_path / "book" / "old-cache"
+    old_cache.mkdir()
+    (old_cache / "global.db").write_bytes(b"")
+    (project.src / "conf.py").write_text(CONF.replace('".nbstore"', '"../old-cache"'))
+    refused = project.build(ok=False)
+    assert refused.returncode != 0
+    assert "is a jupyter-cache folder" in refused.stderr and "nbstore import-jupyter-cache" in refused.stderr
+    assert project.kernel_starts() == 0
     (project.src / "conf.py").write_text(CONF.replace('".nbstore"', '"../shared-store"'))
     project.build()
     store = get_cache(tmp_path / "book" / "shared-store")

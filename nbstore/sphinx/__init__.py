@@ -138,7 +138,10 @@ def run_outdated(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> Non
     if not plans:
         return
     store = NbStore(store_path(app))
-    keys = {r.hashkey for r in store.list_cache_records()}
+    try:
+        keys = {r.hashkey for r in store.list_cache_records()}
+    except NbStoreError as exc:
+        raise ExtensionError(f"nbstore_cache_path: {exc}") from exc
     remembered = {} if app.config.nbstore_retry_failed else _load_failures(app)
     outdated, failed_before = [], []
     for plan in plans:
@@ -186,13 +189,16 @@ def run_outdated(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> Non
             raise ExtensionError(f"nbstore_executor: {exc}") from exc
         timeout = None if timeout is None or timeout <= 0 else timeout
         by_pk = {pk: plan for pk, plan in members}
-        result = executor.run_and_cache(
-            filter_pks=list(by_pk),
-            timeout=timeout,
-            allow_errors=allow_errors,
-            workers=app.config.nbstore_workers,
-            on_event=on_event,
-        )
+        try:
+            result = executor.run_and_cache(
+                filter_pks=list(by_pk),
+                timeout=timeout,
+                allow_errors=allow_errors,
+                workers=app.config.nbstore_workers,
+                on_event=on_event,
+            )
+        except NbStoreError as exc:
+            raise ExtensionError(f"nbstore could not run the notebooks: {exc}") from exc
         for outcome in result.outcomes:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
             if outcome.status == "succeeded":

@@ -74,7 +74,7 @@ def plan(env: BuildEnvironment, docname: str) -> Plan | None:
         return None
     nb_config = env.mystnb_config
     try:
-        text = Path(path).read_text(encoding=env.config.source_encoding)
+        text = Path(path).read_text(encoding=getattr(env.config, "source_encoding", "utf-8-sig"))
         reader = create_nb_reader(path, env.myst_config, nb_config, text)
         if reader is None:
             return None  # plain Markdown
