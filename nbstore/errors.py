@@ -14,6 +14,7 @@ __all__ = [
     "NotebookReadError",
     "ReaderNotFoundError",
     "RecordNotFoundError",
+    "RemoteError",
     "RetrievalError",
     "StoreBusyError",
     "StoreCorruptError",
@@ -93,6 +94,13 @@ class StoreCorruptError(RetrievalError, ValueError):
 
 class StoreWriteError(NbStoreError, OSError):
     """Writing to the store failed (disk full, read-only folder, ...)."""
+
+
+class RemoteError(NbStoreError, OSError):
+    """A remote store (an fsspec URL) could not be opened, listed, read or written."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class ExecutorNotFoundError(NbStoreError, KeyError):

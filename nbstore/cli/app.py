@@ -1046,3 +1046,4 @@ def compat_path_command() -> None:
 
 # Commands kept in modules of their own register themselves on `app` when imported.
 from nbstore.cli import jcimport as _jcimport  # noqa: E402,F401
+from nbstore.cli import sync as _sync  # noqa: E402,F401
