@@ -41,6 +41,10 @@ EXPECTED_ROWS = {
     "mem_status_time": ("nbstore", "jcache"),
     "exec_trivial_serial": ("nbstore", "jcache", "floor"),
     "exec_trivial_parallel": ("nbstore", "jcache", "floor"),
+    "remote_push_file": ("nbstore",),
+    "remote_pull_file": ("nbstore",),
+    "remote_push_s3": ("nbstore",),
+    "remote_pull_s3": ("nbstore",),
 }
 
 

@@ -13,12 +13,14 @@ synthetic notebooks. Timings are medians with min-max over the repetitions; rati
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -653,6 +655,63 @@ class Harness:
                     self.add("docs_cold", system, cold)
                     self.add("docs_warm", system, again)
 
+    def bench_remote(self) -> None:
+        """push/pull of the n small cached notebooks to a file:// remote and to a local S3 server (moto)."""
+        n = self.sizes.n_small
+        for target, where in (("file", "file://"), ("s3", "S3 (moto on 127.0.0.1)")):
+            for direction in ("push", "pull"):
+                label = f"{direction} {'to' if direction == 'push' else 'from'} {where} (per record)"
+                self.row(f"remote_{direction}_{target}", label, "ms", n)
+        source = self.fixture("nbstore", "cache_small")
+        with moto_server(self.bin["nbstore"]) as endpoint:
+            for i, warm in enumerate(self.rounds()):
+                for target in ("file", "s3"):
+                    if target == "file":
+                        url = f"file://{self.fresh('remote-file')}"
+                    else:
+                        url = f"s3://nbstore-bench-{self._count}-{i}/store"
+                    common = {"url": url, "endpoint": endpoint}
+                    pushed = self.worker("nbstore", "remote", store=str(source), direction="push", **common)
+                    dest = self.fresh("pulled")
+                    pulled = self.worker("nbstore", "remote", store=str(dest), direction="pull", **common)
+                    self.check(pushed["records"] == n and pulled["records"] == n, f"{target}: {pushed} {pulled}")
+                    shutil.rmtree(dest, ignore_errors=True)
+                    if not warm:
+                        self.add(f"remote_push_{target}", "nbstore", pushed["seconds"] * 1000 / n)
+                        self.add(f"remote_pull_{target}", "nbstore", pulled["seconds"] * 1000 / n)
+                self.log(f"remote round {i + 1}/{len(self.rounds())} done")
+
+
+@contextlib.contextmanager
+def moto_server(bin_dir: Path):
+    """Run moto's S3 server on a free port of 127.0.0.1 for the block; yield its endpoint URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 
 # ---------------------------------------------------------------------- targets
 
@@ -830,6 +889,7 @@ WORKLOADS = {
     "memory": "bench_memory",
     "execute": "bench_execute",
     "docs": "bench_docs",
+    "remote": "bench_remote",
 }
 
 

@@ -134,6 +134,8 @@ def run(args: dict) -> dict:
     side_cls = NbstoreSide if args["system"] == "nbstore" else JcacheSide
     if op == "reads":
         return reads(side_cls, args)
+    if op == "remote":
+        return remote(args)
     side = side_cls(args["store"])
     if op in ("add", "stage"):
         seconds, _ = _timed(getattr(side, op), files)
@@ -181,6 +183,31 @@ def reads(side_cls, args: dict) -> dict:
     t, _ = _timed(large.merge, large_nbs)
     out["merge_large"] = t / len(large_nbs)
     return out
+
+
+def remote(args: dict) -> dict:
+    """Push the store to the URL, or pull the URL into a new store (imports and bucket made before the clock)."""
+    import os
+
+    os.environ.update({k: "testing" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")})
+    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+    import fsspec
+
+    import nbstore
+    from nbstore.remote import pull_remote, push_remote
+
+    fsspec.config.conf["s3"] = {"endpoint_url": args["endpoint"]}
+    fs, root = fsspec.core.url_to_fs(args["url"])
+    if args["url"].startswith("s3://") and args["direction"] == "push":
+        fs.mkdir(root.split("/")[0])
+    store = nbstore.get_cache(args["store"])
+    action = push_remote if args["direction"] == "push" else pull_remote
+    start = time.perf_counter()
+    report = action(store, args["url"])
+    seconds = time.perf_counter() - start
+    if not report.ok:
+        raise SystemExit(f"{args['direction']} refused: {report.problems[:3]}")
+    return {"seconds": seconds, "records": len(report.records), "objects": report.objects}
 
 
 def floor(files: list[str]) -> dict:
