@@ -195,6 +195,9 @@ class _Remote:
                 if isinstance(raw, BaseException) or raw is None:
                     self.problems.append(f"{v.path}: cannot read: {raw}")
                     continue
+                if len(raw) > MAX_RECORD_BYTES:
+                    self.problems.append(f"{v.path}: record file larger than {MAX_RECORD_BYTES} bytes")
+                    continue
                 try:
                     v.rec = _check_record(raw, v.key, v.version)
                 except ValueError as exc:
@@ -229,6 +232,8 @@ class _Remote:
             raw = data.get(path)
             if isinstance(raw, BaseException) or raw is None:
                 self.problems.append(f"{path}: cannot read object {oid}: {raw}")
+            elif len(raw) > MAX_OBJECT_BYTES:  # it grew after the listing
+                self.problems.append(f"{path}: object larger than {MAX_OBJECT_BYTES} bytes")
             else:
                 out[oid] = raw
         return out

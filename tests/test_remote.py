@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -12,9 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nbstore import NbStore, RemoteError, StoreFormatError, StoreNotFoundError, pull_remote, push_remote
 from nbstore.hashing import object_id
+from nbstore.store import exchange
 from tests.remote_worker import fill
 
 fsspec = pytest.importorskip("fsspec", reason="the remote tests need the extra nbstore-cache[remote]")
@@ -337,3 +341,34 @@ def test_status_does_not_import_fsspec(tmp_path):
     code = "import sys\nfrom nbstore.cli.app import app\nprint('fsspec' in sys.modules, 's3fs' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+_created = st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 1, 1)).map(
+    lambda t: t.isoformat(timespec="microseconds")
+)
+_versions = st.lists(
+    st.fixed_dictionaries(
+        {"created": _created, "pk": st.integers(1, 5), "uri": st.sampled_from(["a.ipynb", "b.ipynb"])}
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_versions, st.randoms(use_true_random=False))
+def test_every_reader_resolves_a_key_to_the_same_record(versions, rng):
+    """The record a key resolves to depends only on the set of versions, never on the order they are seen in."""
+
+    def resolve(seq: list[dict]) -> dict:
+        best = seq[0]
+        for rec in seq[1:]:
+            if exchange.wins(rec, best):
+                best = rec
+        return best
+
+    shuffled = list(versions)
+    rng.shuffle(shuffled)
+    first, second = resolve(versions), resolve(shuffled)
+    assert exchange.content_without_pk(first) == exchange.content_without_pk(second)
+    assert first["created"] == min(v["created"] for v in versions)

@@ -8,6 +8,7 @@ from typing import Any
 
 from nbstore.errors import StoreCorruptError
 from nbstore.hashing import object_id
+from nbstore.indexfile import IndexState
 from nbstore.records import dump_json
 from nbstore.store.cache import NbStore
 from nbstore.store.fsio import atomic_write
@@ -68,9 +69,9 @@ def merge_cache_sidecars(store: NbStore, incoming: dict[str, dict]) -> list[str]
     """Merge incoming cache sidecars by key as a git merge would; return the keys whose record changed.
 
     A key the store lacks is added with its pk; for a key on both sides the record created first is kept
-    (a record already here keeps its pk, so that pulling never renumbers what people here know). Clashing
-    pks are then renumbered by the store's own rule: the record created first keeps it. Every object an
-    incoming record names must already be in the store.
+    (with the pk it has here). Clashing pks are then settled by the store's own rule: the record created
+    first keeps it, the others are renumbered after the highest. Every object an incoming record names
+    must already be in the store.
     """
     changed: list[str] = []
     with store._writing() as state:
@@ -86,9 +87,17 @@ def merge_cache_sidecars(store: NbStore, incoming: dict[str, dict]) -> list[str]
             elif content_without_pk(local) != content_without_pk(rec) and wins(rec, local):
                 writes[key] = dict(rec, pk=local["pk"])
         if writes:
+            # Settle clashing pks here, by the store's own rule, so that the rebuild finds none to renumber
+            # (each renumbering would be logged as a warning, and a pull brings many on purpose).
+            merged = IndexState(
+                cache={**state.cache, **writes}, stage=dict(state.stage), high_water=dict(state.high_water)
+            )
+            store._resolve_collisions(merged)
             store._begin()
-            for key in sorted(writes):
-                atomic_write(store.layout.cache_sidecar(key), dump_json(writes[key]), tmpdir=store.layout.tmp)
-                changed.append(key)
+            for key in sorted(merged.cache):
+                if merged.cache[key] != state.cache.get(key):
+                    atomic_write(store.layout.cache_sidecar(key), dump_json(merged.cache[key]), tmpdir=store.layout.tmp)
+                    if key in writes:
+                        changed.append(key)
             store.rebuild_index()
     return changed
