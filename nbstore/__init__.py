@@ -8,6 +8,7 @@ from nbstore.bundles import NbArtifacts, NbBundleIn, NbBundleOut
 from nbstore.errors import (
     ArtifactPathError,
     CachingError,
+    DependencyError,
     ExecutionError,
     ExecutorNotFoundError,
     NbStoreError,
@@ -25,7 +26,7 @@ from nbstore.errors import (
     StoreNotFoundError,
     StoreWriteError,
 )
-from nbstore.hashing import notebook_key
+from nbstore.hashing import KeyInfo, notebook_key
 from nbstore.project import ProjectNb
 from nbstore.records import NbCacheRecord, NbProjectRecord, NbStageRecord
 from nbstore.store.cache import NbStore, get_cache
@@ -78,6 +79,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "ArtifactPathError",
     "CachingError",
+    "DependencyError",
     "ExecutionError",
     "ExecutionEvent",
     "ExecutionResult",
@@ -85,6 +87,7 @@ __all__ = [
     "ExecutorNotFoundError",
     "GcReport",
     "ImportReport",
+    "KeyInfo",
     "NbArtifacts",
     "NbBundleIn",
     "NbBundleOut",

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactPathError",
     "CachingError",
+    "DependencyError",
     "ExecutionError",
     "ExecutorNotFoundError",
     "NbStoreError",
@@ -120,3 +121,7 @@ class ExecutionError(NbStoreError):
 
 class NotebookFailedError(NbStoreError, RuntimeError):
     """A notebook's run failed (a cell raised or timed out): what a docs build reports for it."""
+
+
+class DependencyError(NbStoreError, ValueError):
+    """A notebook's declared dependencies cannot be resolved (a glob matches nothing, a file is unreadable)."""

@@ -28,6 +28,7 @@ GITIGNORE = """\
 /lock
 /claims/
 /quarantine/
+/stat/
 /tmp/
 *.tmp
 """

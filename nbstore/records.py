@@ -114,6 +114,8 @@ class NbCacheRecord:
     notebook: str = ""
     artifacts: dict = field(default_factory=dict)
     key_rule: int = 1
+    #: What entered a rule-2 key: code and notebook digests, {path: content hash}, {name: value hash}.
+    inputs: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"NbCacheRecord(pk={self.pk})"
@@ -142,6 +144,8 @@ class NbCacheRecord:
             "notebook": self.notebook,
             "pk": self.pk,
             "uri": self.uri,
+            # Rule-1 records stay byte for byte what earlier versions wrote.
+            **({"inputs": self.inputs} if self.inputs else {}),
         }
 
     @classmethod
@@ -157,6 +161,9 @@ class NbCacheRecord:
         data = obj.get("data") or {}
         if not isinstance(data, dict):
             raise ValueError("'data' is not an object")
+        inputs = obj.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            raise ValueError("'inputs' is not an object")
         return cls(
             pk=pk,
             hashkey=str(obj["hashkey"]),
@@ -168,6 +175,7 @@ class NbCacheRecord:
             notebook=obj["notebook"],
             artifacts={str(k): str(v) for k, v in artifacts.items()},
             key_rule=int(obj.get("key_rule", 1)),
+            inputs=inputs,
         )
 
 
@@ -185,6 +193,9 @@ class NbStageRecord:
     assets: tuple[str, ...] = ()
     traceback: str = ""
     reader: str = DEFAULT_READER
+    #: Dependency globs and environment variable names declared at staging (relative to the notebook's folder).
+    depends: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
 
     @property
     def read_data(self) -> dict:

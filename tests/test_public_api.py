@@ -14,6 +14,7 @@ from nbstore import errors
 EXPECTED = [
     "ArtifactPathError",
     "CachingError",
+    "DependencyError",
     "ExecutionError",
     "ExecutionEvent",
     "ExecutionResult",
@@ -21,6 +22,7 @@ EXPECTED = [
     "ExecutorNotFoundError",
     "GcReport",
     "ImportReport",
+    "KeyInfo",
     "NbArtifacts",
     "NbBundleIn",
     "NbBundleOut",

@@ -251,16 +251,24 @@ def _prefixed(path: Path, exc: NbStoreError) -> str:
     return message if str(path) in message else f"{path}: {message}"
 
 
+def _key_rows(store: NbStore) -> tuple[list, dict[int, Any], dict[str, NbCacheRecord]]:
+    """Return the stage records, the current KeyInfo of each, and the cache records by key (no kernel, no nbformat)."""
+    records = store.list_staged_records()
+    infos = store.staged_key_infos()
+    by_key = {r.hashkey: r for r in store.list_cache_records()}
+    return records, infos, by_key
+
+
 def _cache_rows(store: NbStore) -> tuple[list, dict[int, str | None], dict[str, NbCacheRecord]]:
     """Return the stage records, the current key of each, and the cache records by key (no kernel, no nbformat)."""
-    records = store.list_staged_records()
-    keys = store.staged_keys()
-    by_key = {r.hashkey: r for r in store.list_cache_records()}
-    return records, keys, by_key
+    records, infos, by_key = _key_rows(store)
+    return records, {pk: info.key for pk, info in infos.items()}, by_key
 
 
-def _staged_status(record: Any, key: str | None, match: NbCacheRecord | None) -> str:
+def _staged_status(record: Any, key: str | None, match: NbCacheRecord | None, info: Any = None) -> str:
     if key is None:
+        if info is not None and info.broken == "dependency":
+            return "errored"
         return "missing file" if not os.path.exists(record.uri) else "unreadable"
     if match is not None:
         return "up to date"
@@ -519,6 +527,20 @@ def stage_add(
             "--asset", metavar="PATH", help="A file or folder the notebook reads, inside its folder (repeatable)."
         ),
     ] = [],  # noqa: B006 - Typer reads the default, never mutates it
+    depends: Annotated[
+        list[str],
+        typer.Option(
+            "--depends",
+            metavar="GLOB",
+            help="Files whose content enters the key, relative to the notebook's folder (repeatable).",
+        ),
+    ] = [],  # noqa: B006
+    env: Annotated[
+        list[str],
+        typer.Option(
+            "--env", metavar="VAR", help="An environment variable (or @kernel) whose value enters the key (repeatable)."
+        ),
+    ] = [],  # noqa: B006
     reader: Annotated[
         str,
         typer.Option(
@@ -532,7 +554,7 @@ def stage_add(
     """Stage notebooks for execution.
 
     A folder stages every notebook below it (not in hidden folders, checkpoints or
-    the store). Staging a notebook again updates its assets and reader and keeps its ID.
+    the store). Staging a notebook again updates its assets, reader and declarations and keeps its ID.
     """
     from nbstore.cli.paths import expand_notebooks
     from nbstore.readers import check_reader
@@ -548,7 +570,7 @@ def stage_add(
         found.extend(names)
     for nb in found:
         try:
-            record = store.stage_notebook_file(nb, assets=_abs(asset), reader=reader)
+            record = store.stage_notebook_file(nb, assets=_abs(asset), reader=reader, depends=depends, env=env)
         except (NotebookNotFoundError, NotebookReadError, CachingError) as exc:
             failed += 1
             render.print_error(_prefixed(nb, exc))
@@ -608,15 +630,26 @@ def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False
         record = store.get_staged_record(ref)
     except RecordNotFoundError:
         raise _not_staged(ref) from None
-    key = store.staged_keys().get(record.pk)
+    info = store.staged_key_infos([record.pk])[record.pk]
+    key = info.key
     match = None
     if key is not None:
         try:
             match = store.match_cache_key(key)
         except RecordNotFoundError:
             match = None
-    status = _staged_status(record, key, match)
-    doc = dict(render.stage_record_json(record), hashkey=key, status=status, cache_pk=match.pk if match else None)
+    status = _staged_status(record, key, match, info)
+    reason = info.error if key is None else store.outdated_reasons({record.pk: info}).get(record.pk, "")
+    inputs = info.inputs if info.rule != 1 and info.inputs else {}
+    doc = dict(
+        render.stage_record_json(record),
+        hashkey=key,
+        key_rule=info.rule if key else None,
+        status=status,
+        reason=reason,
+        cache_pk=match.pk if match else None,
+        inputs={"files": inputs.get("files", {}), "env": inputs.get("env", {})},
+    )
     if as_json:
         render.print_json(doc)
         return
@@ -624,11 +657,23 @@ def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False
         ("ID", record.pk),
         ("Notebook", render.display_path(record.uri)),
         ("Status", render.status_text(status)),
+        *([("Reason", reason)] if reason else []),
         ("Cache ID", match.pk if match else ""),
         ("Hashkey", key or ""),
+        ("Key rule", info.rule if key else ""),
         ("Staged", render.local_time(record.created)),
         ("Assets", "\n".join(render.display_path(a) for a in record.assets) or "none"),
     ]
+    if record.depends or record.env:
+        declared = [*(f"depends {d}" for d in record.depends), *(f"env {e}" for e in record.env)]
+        pairs.append(("Declared", "\n".join(declared)))
+    if inputs.get("files") or inputs.get("env"):
+        lines = [f"{path}  sha256:{sha[:16]}" for path, sha in sorted(inputs["files"].items())]
+        lines += [
+            f"{name}  " + ("unset" if value is None else f"sha256:{value[:16]}")
+            for name, value in sorted(inputs["env"].items())
+        ]
+        pairs.append(("Key inputs", "\n".join(lines)))
     render.show(render.detail_table(pairs))
     if record.traceback:
         render.print_note("\nTraceback of the last run:", style="bold red", stderr=False)
@@ -694,7 +739,7 @@ def _status(ctx: typer.Context, *, check: bool, as_json: bool) -> None:
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
-        order = ("up to date", "outdated", "failed", "missing file", "unreadable")
+        order = ("up to date", "outdated", "failed", "errored", "missing file", "unreadable")
         render.print_note(", ".join(f"{counts[s]} {s}" for s in order if s in counts), stderr=False)
     stale = [row for row in rows if row["status"] != "up to date"]
     if check and stale:

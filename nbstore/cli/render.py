@@ -184,6 +184,8 @@ def stage_record_json(record: NbStageRecord) -> dict:
         "created": iso_time(record.created),
         "assets": list(record.assets),
         "traceback": record.traceback,
+        "depends": list(record.depends),
+        "env": list(record.env),
     }
 
 
@@ -315,7 +317,11 @@ def stage_table(rows: Iterable[dict]) -> Grid:
 
 def status_table(rows: Iterable[dict]) -> Grid:
     """Return the status table: every staged notebook with its state, cache ID and last run."""
-    table = _table("ID", "Notebook", "Status", "Cache ID", "Last run", "Took", numeric=("ID", "Cache ID", "Took"))
+    rows = list(rows)
+    # The reason column (why outdated, why errored) appears only when some notebook has one.
+    reasons = any(row.get("reason") for row in rows)
+    columns = ("ID", "Notebook", "Status", "Cache ID", "Last run", "Took", *(("Reason",) if reasons else ()))
+    table = _table(*columns, numeric=("ID", "Cache ID", "Took"))
     for row in rows:
         table.add_row(
             str(row["pk"]),
@@ -324,6 +330,7 @@ def status_table(rows: Iterable[dict]) -> Grid:
             "" if row["cache_pk"] is None else str(row["cache_pk"]),
             local_time(row["last_run"]),
             format_seconds(row["seconds"]),
+            *((row.get("reason") or "",) if reasons else ()),
         )
     return table
 

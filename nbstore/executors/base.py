@@ -370,16 +370,14 @@ class _Run:
 
     def _broken(self, record: NbStageRecord) -> _Group | None:
         """Report a notebook that cannot be read; return its group instead if it has become readable."""
-        from nbstore.hashing import notebook_key
-
         try:
-            bundle = self.cache.get_staged_notebook(record.pk)
+            info = self.cache.key_of_staged_notebook(record.pk)
         except RecordNotFoundError:
             reason = "the notebook is no longer staged"
         except NbStoreError as exc:
             reason = str(exc)
         else:
-            return _Group(notebook_key(bundle.nb), [record])
+            return _Group(info.key, [record])
         self._start([record])
         self._set_tracebacks([record], reason)
         self._end([record], "errored", 0.0, reason, None)

@@ -135,11 +135,13 @@ def run_job(job: Job, *, kernels: Any, runtime_dir: str | None, on_kernel: Any =
     from nbstore.bundles import NbArtifacts, NbBundleIn
     from nbstore.errors import NbStoreError, RecordNotFoundError
     from nbstore.executors.runner import execute_notebook
-    from nbstore.hashing import notebook_key
+    from nbstore.hashing import KEY_RULE
 
     store = _store(job.store_path)
     try:
         bundle = store.get_staged_notebook(job.pk)
+        # The key of the notebook as it is just before it runs, its declared dependencies as they are now.
+        info = store.key_of_staged_notebook(job.pk, bundle.nb)
     except RecordNotFoundError:
         return Report(job.job_id, "errored", 0.0, "the notebook is no longer staged")
     except NbStoreError as exc:
@@ -147,7 +149,8 @@ def run_job(job: Job, *, kernels: Any, runtime_dir: str | None, on_kernel: Any =
             _set_tracebacks(store, job, str(exc))
         return Report(job.job_id, "errored", 0.0, str(exc))
     nb = bundle.nb
-    key = notebook_key(nb)
+    key = info.key
+    inputs = info.inputs if info.rule != KEY_RULE else None
     try:
         timeout, allow_errors = _options(nb, job.timeout, job.allow_errors)
     except ValueError as exc:
@@ -191,7 +194,11 @@ def run_job(job: Job, *, kernels: Any, runtime_dir: str | None, on_kernel: Any =
             data = {"execution_seconds": result.seconds}
             with _store_write():
                 record = store.cache_notebook_bundle(
-                    NbBundleIn(nb, bundle.uri, artifacts, data), check_validity=False, overwrite=True, key=key
+                    NbBundleIn(nb, bundle.uri, artifacts, data),
+                    check_validity=False,
+                    overwrite=True,
+                    key=key,
+                    inputs=inputs,
                 )
                 _set_tracebacks(store, job, "")
         except (NbStoreError, OSError) as exc:

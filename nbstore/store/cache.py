@@ -18,6 +18,7 @@ from nbstore import notebooks
 from nbstore.bundles import NbArtifacts, NbBundleIn, NbBundleOut, StoredArtifacts, check_inside, files_below
 from nbstore.errors import (
     CachingError,
+    DependencyError,
     NbStoreError,
     NotebookNotFoundError,
     NotebookReadError,
@@ -26,11 +27,22 @@ from nbstore.errors import (
     StoreCorruptError,
     StoreWriteError,
 )
-from nbstore.hashing import KEY_RULE, notebook_key, object_id
+from nbstore.hashing import (
+    KEY_RULE,
+    KEY_RULE_DEPENDS,
+    KeyInfo,
+    KeyInputs,
+    NotebookFacts,
+    compose_key,
+    key_record,
+    notebook_facts,
+    object_id,
+)
 from nbstore.indexfile import IndexState
 from nbstore.layout import stage_name
 from nbstore.project import ProjectAPI
 from nbstore.records import DEFAULT_READER, NbCacheRecord, NbStageRecord, dump_json, format_time, now, parse_time
+from nbstore.store.depends import DepCache, resolve
 from nbstore.store.folder import DEFAULT_CACHE_LIMIT, StoreFolder
 from nbstore.store.fsio import atomic_write
 from nbstore.store.locking import store_lock
@@ -69,9 +81,13 @@ def _read_with(path: Path, reader: str) -> dict:
     return read_notebook(reader, path)
 
 
-def notebook_file_key(path: str | os.PathLike[str]) -> str:
-    """Return the key of the notebook file at path (nbstore errors for a missing or malformed file)."""
-    return notebook_key(_read_notebook_file(Path(path)))
+def notebook_file_key(path: str | os.PathLike[str]) -> str | None:
+    """Return the key of the notebook file at path, None if it declares dependencies (nbstore errors if malformed)."""
+    path = Path(path)
+    facts = _facts(_read_notebook_file(path), source=str(path))
+    if facts.depends or facts.env:
+        return None
+    return compose_key(facts)[0]
 
 
 def _plain(nb: Any, *, source: str) -> dict:
@@ -84,8 +100,117 @@ def _plain(nb: Any, *, source: str) -> dict:
     return plain
 
 
+def _facts(nb: dict, *, source: str) -> NotebookFacts:
+    """Return a checked notebook's key facts; NotebookReadError names a malformed metadata.nbstore."""
+    try:
+        return notebook_facts(nb)
+    except ValueError as exc:
+        raise NotebookReadError(f"{source}: {exc}") from exc
+
+
+def _facts_entry(facts: NotebookFacts) -> dict:
+    """The stat-cache form of a notebook's facts (a dict: a bare key is an entry of an earlier version)."""
+    return {
+        "k": facts.key1,
+        "n": facts.digest,
+        "x": facts.execution,
+        "d": list(facts.depends),
+        "e": list(facts.env),
+        "K": facts.kernel,
+    }
+
+
+def _entry_facts(entry: object) -> NotebookFacts | None:
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return NotebookFacts(
+            key1=str(entry["k"]),
+            digest=str(entry["n"]),
+            execution=bool(entry["x"]),
+            depends=tuple(str(d) for d in entry["d"]),
+            env=tuple(str(e) for e in entry["e"]),
+            kernel=str(entry["K"]),
+        )
+    except (KeyError, TypeError):
+        return None
+
+
+def _names(values: Iterable[str | os.PathLike[str]], what: str) -> list[str]:
+    out = []
+    for value in values:
+        text = os.fspath(value)
+        if not isinstance(text, str) or not text:
+            raise CachingError(f"{what} must be non-empty strings, not {value!r}")
+        out.append(text)
+    return list(dict.fromkeys(out))
+
+
 class NbStore(ProjectAPI, StoreFolder):
     """A notebook cache and staging area in one folder of plain files."""
+
+    _deps: DepCache | None = None
+
+    # ------------------------------------------------------------------ keys
+
+    def _dep_cache(self) -> DepCache:
+        if self._deps is None:
+            self._deps = DepCache(self.layout.root / "stat" / "depends.json", self.layout.tmp)
+        return self._deps
+
+    def _key_info(
+        self,
+        facts: NotebookFacts,
+        folder: str,
+        depends: Iterable[str] = (),
+        env: Iterable[str] = (),
+        *,
+        memo: dict | None = None,
+    ) -> KeyInfo:
+        """Return the key of a notebook with these facts in folder (DependencyError if a declaration fails)."""
+        depends = tuple(dict.fromkeys((*facts.depends, *depends)))
+        env = tuple(dict.fromkeys((*facts.env, *env)))
+        inputs = KeyInputs()
+        if depends or env:
+            inputs = resolve(self._dep_cache(), folder, depends, env, kernel=facts.kernel, memo=memo)
+        key, rule = compose_key(facts, inputs)
+        return KeyInfo(key, rule, key_record(facts, inputs), facts.execution)
+
+    def _notebook_key_info(self, nb: dict, *, folder: str, source: str, stage: dict | None = None) -> KeyInfo:
+        """Key a notebook read from folder (declarations of its stage record too); errors raise."""
+        cache = self._dep_cache()
+        cache.load()
+        cache._kernel_memo.clear()
+        try:
+            return self._key_info(
+                _facts(nb, source=source), folder, (stage or {}).get("depends", ()), (stage or {}).get("env", ())
+            )
+        except DependencyError as exc:
+            raise DependencyError(f"{source}: {exc}") from exc
+        finally:
+            cache.save()
+
+    def _stage_of_path(self, path: Path) -> dict | None:
+        state = self._state_in_sync()
+        return state.stage.get(stage_name(self._stored_uri(path.resolve())))
+
+    def key_of_file(self, path: str | os.PathLike[str], *, reader: str | None = None) -> KeyInfo:
+        """Return the key of the notebook file at path now, with its declarations (and its stage record's)."""
+        nb = _read_with(Path(path), self._reader_for(path, reader))
+        path = Path(path)
+        stage = self._stage_of_path(path) if self.exists() else None
+        return self._notebook_key_info(nb, folder=str(path.absolute().parent), source=str(path), stage=stage)
+
+    def key_of_staged_notebook(self, pk_or_uri: int | str | os.PathLike[str], nb: Any = None) -> KeyInfo:
+        """Return the key of a staged notebook (of nb, as read from its file, if given); errors raise."""
+        state = self._state_in_sync()
+        name = self._stage_key(pk_or_uri, state)
+        rec = state.stage[name]
+        uri = self._abs_uri(rec["uri"])
+        if nb is None:
+            nb = _read_with(Path(uri), rec.get("reader", DEFAULT_READER))
+        plain = nb if isinstance(nb, dict) else _plain(nb, source=uri)
+        return self._notebook_key_info(plain, folder=os.path.dirname(uri), source=uri, stage=rec)
 
     # ------------------------------------------------------------------ maintenance
 
@@ -150,6 +275,8 @@ class NbStore(ProjectAPI, StoreFolder):
                 assets=tuple(os.path.join(folder, a) for a in rec.get("assets", [])),
                 traceback=state.tracebacks.get(name, ""),
                 reader=rec.get("reader", DEFAULT_READER),
+                depends=tuple(rec.get("depends", ())),
+                env=tuple(rec.get("env", ())),
             )
             self._memo[("stage", name)] = memo
         return memo
@@ -237,11 +364,12 @@ class NbStore(ProjectAPI, StoreFolder):
         if not isinstance(nb, dict):
             raise NotebookReadError(f"not a notebook: got {type(nb).__name__}")
         notebooks.check_structure(nb, source="notebook")
-        return self.match_cache_key(notebook_key(nb))
+        # A notebook object has no folder: its declared dependencies are looked up from the current one.
+        return self.match_cache_key(self._notebook_key_info(nb, folder=os.getcwd(), source="notebook").key)
 
     def match_cache_file(self, path: str | os.PathLike[str], *, reader: str | None = None) -> NbCacheRecord:
-        """Return the cache record matching the notebook file at path (read by reader, see _reader_for)."""
-        return self.match_cache_key(notebook_key(_read_with(Path(path), self._reader_for(path, reader))))
+        """Return the cache record matching the notebook file at path (read by reader; its dependencies as now)."""
+        return self.match_cache_key(self.key_of_file(path, reader=reader).key)
 
     def _reader_for(self, path: str | os.PathLike[str], reader: str | None) -> str:
         """Return reader, else the reader path is staged with (an .ipynb file, or one not staged: nbformat)."""
@@ -261,7 +389,9 @@ class NbStore(ProjectAPI, StoreFolder):
         cell_meta: Iterable[str] | None = None,
     ) -> tuple[int, Any]:
         """Return (pk, notebook) with the matching cached outputs merged into a copy of nb."""
-        pk, merged = self._merged(notebooks.to_v4(_plain(nb, source="notebook")), nb_meta, cell_meta)
+        # A notebook object has no folder: its declared dependencies are looked up from the current one.
+        plain = notebooks.to_v4(_plain(nb, source="notebook"))
+        pk, merged = self._merged(plain, nb_meta, cell_meta, folder=os.getcwd())
         return pk, notebooks.to_node(merged)
 
     def merge_match_into_dict(
@@ -271,10 +401,21 @@ class NbStore(ProjectAPI, StoreFolder):
         cell_meta: Iterable[str] | None = None,
     ) -> tuple[int, dict]:
         """Return (pk, plain dict) as merge_match_into_file does, importing nbformat only to convert nbformat 3."""
-        return self._merged(notebooks.to_v4(_read_notebook_file(Path(path))), nb_meta, cell_meta)
+        plain = notebooks.to_v4(_read_notebook_file(Path(path)))
+        return self._merged(plain, nb_meta, cell_meta, folder=str(Path(path).absolute().parent), path=Path(path))
 
-    def _merged(self, plain: dict, nb_meta: Iterable[str] | None, cell_meta: Iterable[str] | None) -> tuple[int, dict]:
-        record = self.match_cache_key(notebook_key(plain))
+    def _merged(
+        self,
+        plain: dict,
+        nb_meta: Iterable[str] | None,
+        cell_meta: Iterable[str] | None,
+        *,
+        folder: str,
+        path: Path | None = None,
+    ) -> tuple[int, dict]:
+        stage = self._stage_of_path(path) if path is not None and self.exists() else None
+        info = self._notebook_key_info(plain, folder=folder, source=str(path or "notebook"), stage=stage)
+        record = self.match_cache_key(info.key)
         _, cached = self._cached_notebook(record.pk)
         # Both dicts are fresh copies made here: merging in place spares two deep copies of large outputs.
         return record.pk, notebooks.merge_outputs(plain, cached, nb_meta=nb_meta, cell_meta=cell_meta, owned=True)
@@ -289,7 +430,9 @@ class NbStore(ProjectAPI, StoreFolder):
     ) -> tuple[int, Any]:
         """Return (pk, notebook) for the notebook file at path (read by reader) with its cached outputs merged in."""
         nb = _read_with(Path(path), self._reader_for(path, reader))
-        return self.merge_match_into_notebook(nb, nb_meta=nb_meta, cell_meta=cell_meta)
+        plain = notebooks.to_v4(_plain(nb, source=str(path)))
+        pk, merged = self._merged(plain, nb_meta, cell_meta, folder=str(Path(path).absolute().parent), path=Path(path))
+        return pk, notebooks.to_node(merged)
 
     def diff_nbnode_with_cache(self, pk: int, nb: Any, uri: str = "", as_str: bool = False, **kwargs: Any) -> Any:
         """Return nbdime's diff of cache record pk against nb (text when as_str; needs nbstore-cache[diff])."""
@@ -342,7 +485,7 @@ class NbStore(ProjectAPI, StoreFolder):
         bundle = NbBundleIn(nb, uri if uri is not None else str(path), arts, data or {})
         # The notebook was just parsed from the file: it is already a plain, checked dict that nobody else holds.
         return self._cache_plain(
-            bundle, nb, check_validity=check_validity, overwrite=overwrite, description="", key=None
+            bundle, nb, check_validity=check_validity, overwrite=overwrite, description="", key=None, inputs=None
         )
 
     def cache_notebook_bundle(
@@ -355,8 +498,9 @@ class NbStore(ProjectAPI, StoreFolder):
         key: str | None = None,
         created: datetime | None = None,
         accessed: datetime | None = None,
+        inputs: dict | None = None,
     ) -> NbCacheRecord:
-        """Cache a bundle (under `key` if given: the executor passes the pre-run key); CachingError if present.
+        """Cache a bundle (under `key` if given: the executor passes the pre-run key and the `inputs` of it).
 
         `created` and `accessed` (naive UTC, as records hold them; default now) keep the times of a record
         imported from elsewhere.
@@ -371,6 +515,7 @@ class NbStore(ProjectAPI, StoreFolder):
             key=key,
             created=created,
             accessed=accessed,
+            inputs=inputs,
         )
 
     def _cache_plain(
@@ -384,6 +529,7 @@ class NbStore(ProjectAPI, StoreFolder):
         key: str | None,
         created: datetime | None = None,
         accessed: datetime | None = None,
+        inputs: dict | None = None,
     ) -> NbCacheRecord:
         """Cache bundle, whose notebook nb is a plain checked dict owned by this call (it may be changed)."""
         uri = str(bundle.uri or "")
@@ -397,7 +543,13 @@ class NbStore(ProjectAPI, StoreFolder):
             raise CachingError(f"data for {uri or 'the notebook'} is not JSON-serialisable: {exc}") from exc
         if not isinstance(data, dict):
             raise CachingError(f"data must be a dict, not {type(data).__name__}")
-        key = key or notebook_key(nb)
+        rule = KEY_RULE_DEPENDS if inputs else KEY_RULE
+        if not key:
+            folder = os.path.dirname(os.path.abspath(uri)) if uri else os.getcwd()
+            # A staged notebook cached from elsewhere is keyed with its stage record's declarations too.
+            stage = self._stage_of_path(Path(uri)) if uri and self.exists() else None
+            info = self._notebook_key_info(nb, folder=folder, source=uri or "notebook", stage=stage)
+            key, rule, inputs = info.key, info.rule, info.inputs if info.rule != KEY_RULE else None
         nb_bytes = notebooks.dump_notebook(notebooks.strip_notebook(nb))
         art_blobs: dict[str, bytes] = {}
         if bundle.artifacts is not None:
@@ -430,7 +582,8 @@ class NbStore(ProjectAPI, StoreFolder):
                 data=json.loads(json.dumps(data)),
                 notebook=nb_oid,
                 artifacts=objects,
-                key_rule=KEY_RULE,
+                key_rule=rule,
+                inputs=dict(inputs or {}),
             )
             sidecar = record.to_sidecar()
             relative = self._relative_cache_uri(uri)
@@ -544,8 +697,10 @@ class NbStore(ProjectAPI, StoreFolder):
         assets: Iterable[str | os.PathLike[str]] = (),
         *,
         reader: str | None = None,
+        depends: Iterable[str] = (),
+        env: Iterable[str] = (),
     ) -> NbStageRecord:
-        """Stage a notebook file read by the named reader (default nbformat); staging it again keeps its pk."""
+        """Stage a notebook file read by the named reader (default nbformat), with dependency globs and env names."""
         nb_path = Path(path).resolve()
         if not nb_path.is_file():
             if nb_path.exists():
@@ -558,13 +713,16 @@ class NbStore(ProjectAPI, StoreFolder):
         rel_assets = sorted(
             {check_inside(Path(a), nb_path.parent, what="asset", folders=True).as_posix() for a in assets}
         )
+        declared = {"depends": _names(depends, "dependencies"), "env": _names(env, "environment variable names")}
+        declared = {k: v for k, v in declared.items() if v}  # records without declarations stay as they were
         stored = self._stored_uri(nb_path)
-        _require_utf8([stored, rel_assets], f"the path or assets of {str(path)!r}")
+        _require_utf8([stored, rel_assets, declared], f"the path, assets or declarations of {str(path)!r}")
         name = stage_name(stored)
-        hash_entry = self._hash_entry(nb_path, notebook_key(nb))
+        hash_entry = self._hash_entry(nb_path, _facts_entry(_facts(nb, source=str(path))))
         with self._writing() as state:
             old = state.stage.get(name)
-            if old is not None and old.get("assets", []) == rel_assets and old.get("reader", DEFAULT_READER) == reader:
+            same = old is not None and all(old.get(k) == declared.get(k) for k in ("depends", "env"))
+            if same and old.get("assets", []) == rel_assets and old.get("reader", DEFAULT_READER) == reader:
                 if hash_entry:
                     self._append({"op": "hash", "kind": "stage", "name": name, "stat": hash_entry})
                 return self._stage_record(self._state, name)
@@ -573,6 +731,7 @@ class NbStore(ProjectAPI, StoreFolder):
                 "created": old["created"] if old else format_time(now()),
                 "pk": old["pk"] if old else state.high_water["stage"] + 1,
                 "uri": stored,
+                **declared,
             }
             if reader != DEFAULT_READER:
                 # Only named when not the default: records of .ipynb notebooks stay as they always were.
@@ -586,7 +745,7 @@ class NbStore(ProjectAPI, StoreFolder):
             return self._stage_record(self._state, name)
 
     @staticmethod
-    def _hash_entry(path: str | Path, key: str, st: os.stat_result | None = None) -> list | None:
+    def _hash_entry(path: str | Path, key: str | dict, st: os.stat_result | None = None) -> list | None:
         try:
             st = st or os.stat(path)
         except OSError:
@@ -615,41 +774,88 @@ class NbStore(ProjectAPI, StoreFolder):
 
     def staged_keys(self, pks: Iterable[int] | None = None) -> dict[int, str | None]:
         """Return {stage pk: key of its file now, or None if unreadable}, re-hashing only changed files."""
+        return {pk: info.key for pk, info in self.staged_key_infos(pks).items()}
+
+    def staged_key_infos(self, pks: Iterable[int] | None = None) -> dict[int, KeyInfo]:
+        """Return {stage pk: KeyInfo} for the staged notebooks as they are now (their dependencies too).
+
+        Notebooks and dependency files whose size and mtime did not change are not read again.
+        """
         state = self._state_in_sync()
-        out: dict[int, str | None] = {}
+        out: dict[int, KeyInfo] = {}
         fresh: list[dict] = []
         wanted = None if pks is None else set(pks)
+        cache = self._dep_cache()
+        cache.load()
+        cache._kernel_memo.clear()
+        memo: dict = {}
         for name, rec in state.stage.items():
             if wanted is not None and rec["pk"] not in wanted:
                 continue
             path = self._abs_uri(rec["uri"])
             try:
                 st = os.stat(path)
-            except OSError:
-                out[rec["pk"]] = None
+            except OSError as exc:
+                out[rec["pk"]] = KeyInfo(None, error=f"{path}: {exc.strerror}", broken="notebook")
                 continue
             cached = state.hashes.get(name)
+            facts = None
             if (
                 cached
                 and cached[:4] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
                 and cached[5] - st.st_mtime_ns > _RACY_NS
             ):
-                out[rec["pk"]] = cached[4]
-                continue
+                facts = _entry_facts(cached[4])
+            if facts is None:
+                try:
+                    facts = _facts(_read_with(Path(path), rec.get("reader", DEFAULT_READER)), source=path)
+                except NbStoreError as exc:
+                    out[rec["pk"]] = KeyInfo(None, error=str(exc), broken="notebook")
+                    continue
+                entry = self._hash_entry(path, _facts_entry(facts), st)
+                if entry != cached:
+                    fresh.append({"op": "hash", "kind": "stage", "name": name, "stat": entry})
+            folder = os.path.dirname(path)
             try:
-                key = notebook_key(_read_with(Path(path), rec.get("reader", DEFAULT_READER)))
-            except NbStoreError:
-                out[rec["pk"]] = None
-                continue
-            out[rec["pk"]] = key
-            entry = self._hash_entry(path, key, st)
-            if entry != cached:
-                fresh.append({"op": "hash", "kind": "stage", "name": name, "stat": entry})
+                out[rec["pk"]] = self._key_info(facts, folder, rec.get("depends", ()), rec.get("env", ()), memo=memo)
+            except DependencyError as exc:
+                out[rec["pk"]] = KeyInfo(None, error=f"{path}: {exc}", broken="dependency")
+        cache.save()
         if fresh:
             with suppress(StoreWriteError, StoreBusyError, OSError), store_lock(self.layout.lock, timeout=5):
                 self._sync_locked()
                 self._append(*fresh)
                 self._compact_if_bloated()
+        return out
+
+    def outdated_reasons(self, infos: dict[int, KeyInfo]) -> dict[int, str]:
+        """Return {stage pk: why it is outdated} for notebooks of infos with no record of their key.
+
+        The reason compares what entered the key now with what entered the key of the notebook's latest
+        record (`code changed`, `data/x.csv changed`, `MY_SETTING changed`, `environment changed`); it is
+        '' when the notebook never ran.
+        """
+        from nbstore.hashing import describe_change
+
+        state = self._state_in_sync()
+        latest: dict[str, dict] = {}
+        for rec in state.cache.values():
+            uri = self._abs_uri(rec.get("uri") or "")
+            old = latest.get(uri)
+            if old is None or (rec["created"], rec["pk"]) > (old["created"], old["pk"]):
+                latest[uri] = rec
+        by_pk = {rec["pk"]: rec for rec in state.stage.values()}
+        out = {}
+        for pk, info in infos.items():
+            stage = by_pk.get(pk)
+            if info.key is None or info.key in state.cache or stage is None:
+                continue
+            before = latest.get(self._abs_uri(stage["uri"]))
+            if before is None:
+                out[pk] = ""
+                continue
+            previous = before.get("inputs") or {"code": before["hashkey"]}
+            out[pk] = describe_change(previous, info.inputs or {}, execution=info.execution)
         return out
 
     def get_cache_record_of_staged(self, pk_or_uri: int | str | os.PathLike[str]) -> NbCacheRecord | None:

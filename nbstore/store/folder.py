@@ -409,7 +409,7 @@ class StoreFolder:
 def _creation_leftover(path: Path) -> bool:
     """True for what a store holds without nbstore.json: while a writer creates it, or after a git checkout."""
     # A checkout of a branch without the store removes its tracked files and leaves the ignored, volatile ones.
-    if path.name in {"lock", "tmp", "claims", "quarantine", ".gitignore", ".gitattributes"}:
+    if path.name in {"lock", "tmp", "claims", "quarantine", "stat", ".gitignore", ".gitattributes"}:
         return True
     if path.name == "index" and path.is_file() and not path.is_symlink():
         try:

@@ -55,8 +55,13 @@ def cache_rows(store: NbStore) -> list[dict]:
 
 
 def status_rows(store: NbStore) -> list[dict]:
-    """Return every staged notebook's status row, by pk: pk, uri, status, cache_pk, last_run (ISO, Z), seconds."""
-    keys = store.staged_keys()
+    """Return every staged notebook's status row, by pk: pk, uri, status, cache_pk, last_run (ISO, Z), seconds, reason.
+
+    The reason says why a notebook is outdated (what changed since its last record) or errored.
+    """
+    infos = store.staged_key_infos()
+    keys = {pk: info.key for pk, info in infos.items()}
+    reasons = store.outdated_reasons(infos)
     state = store._state_in_sync()
     cache = state.cache
     tracebacks = state.tracebacks
@@ -67,8 +72,13 @@ def status_rows(store: NbStore) -> list[dict]:
         key = keys.get(pk)
         match = cache.get(key) if key else None
         seconds = None
+        reason = reasons.get(pk, "")
         if key is None:
-            status = "missing file" if not os.path.exists(uri) else "unreadable"
+            info = infos.get(pk)
+            if info is not None and info.broken == "dependency":
+                status, reason = "errored", info.error
+            else:
+                status = "missing file" if not os.path.exists(uri) else "unreadable"
         elif match is not None:
             status = "up to date"
             data = match.get("data")
@@ -85,6 +95,7 @@ def status_rows(store: NbStore) -> list[dict]:
                 "cache_pk": match["pk"] if match is not None else None,
                 "last_run": canonical_time(match["created"]) + "Z" if match is not None else None,
                 "seconds": seconds,
+                "reason": reason,
             }
         )
     rows.sort(key=lambda r: r["pk"])
@@ -149,7 +160,34 @@ def match_pk(store: NbStore, key: str) -> int:
 
 def match_file_pk(store: NbStore, path: str | os.PathLike[str]) -> int:
     """Return the pk of the cache record matching the notebook file at path (as NbStore.match_cache_file)."""
-    if os.fspath(path).endswith(".ipynb"):
-        # An .ipynb file is read as JSON whatever it was staged with: its key needs no index.
-        return match_pk(store, notebook_file_key(path))
+    if os.fspath(path).endswith(".ipynb") and not _declared_at_staging(store, path):
+        # An .ipynb file is read as JSON whatever it was staged with: its key needs no index (None: it
+        # declares dependencies, which the full path resolves).
+        key = notebook_file_key(path)
+        if key is not None:
+            return match_pk(store, key)
     return store.match_cache_file(path).pk
+
+
+def _declared_at_staging(store: NbStore, path: str | os.PathLike[str]) -> bool:
+    """True unless the stage record file of path (if any) surely declares no dependencies or variables."""
+    from pathlib import Path
+
+    from nbstore.layout import stage_name
+
+    name = stage_name(store._stored_uri(Path(path).resolve()))
+    try:
+        fd = os.open(store.layout.stage_sidecar(name), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    try:
+        rec = json.loads(data)
+    except ValueError:
+        return True
+    return not isinstance(rec, dict) or bool(rec.get("depends") or rec.get("env"))
