@@ -69,6 +69,7 @@ def test_record_json_forms_are_complete_and_serialisable():
         "data",
         "notebook",
         "artifacts",
+        "inputs",
     }
     stage = render.stage_record_json(NbStageRecord(pk=1, uri="/x/a.ipynb", created=created, assets=("/x/d.csv",)))
     assert stage == {
@@ -77,6 +78,8 @@ def test_record_json_forms_are_complete_and_serialisable():
         "created": "2024-01-02T03:04:05.000000Z",
         "assets": ["/x/d.csv"],
         "traceback": "",
+        "depends": [],
+        "env": [],
     }
 
 

@@ -409,6 +409,8 @@ def cache_show(ctx: typer.Context, pk: CacheId, as_json: JsonOption = False) -> 
         ("Notebook object", record.notebook),
         ("Artifacts", "\n".join(sorted(record.artifacts)) or "none"),
     ]
+    if render.key_input_lines(record.inputs):
+        pairs.append(("Key inputs", "\n".join(render.key_input_lines(record.inputs))))
     render.show(render.detail_table(pairs))
 
 
@@ -667,13 +669,8 @@ def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False
     if record.depends or record.env:
         declared = [*(f"depends {d}" for d in record.depends), *(f"env {e}" for e in record.env)]
         pairs.append(("Declared", "\n".join(declared)))
-    if inputs.get("files") or inputs.get("env"):
-        lines = [f"{path}  sha256:{sha[:16]}" for path, sha in sorted(inputs["files"].items())]
-        lines += [
-            f"{name}  " + ("unset" if value is None else f"sha256:{value[:16]}")
-            for name, value in sorted(inputs["env"].items())
-        ]
-        pairs.append(("Key inputs", "\n".join(lines)))
+    if render.key_input_lines(inputs):
+        pairs.append(("Key inputs", "\n".join(render.key_input_lines(inputs))))
     render.show(render.detail_table(pairs))
     if record.traceback:
         render.print_note("\nTraceback of the last run:", style="bold red", stderr=False)

@@ -19,6 +19,7 @@ from nbstore.records import NbCacheRecord, NbStageRecord
 __all__ = [
     "Grid",
     "STATUS_STYLES",
+    "key_input_lines",
     "cache_record_json",
     "cache_rows_table",
     "cache_table",
@@ -173,7 +174,17 @@ def cache_record_json(record: NbCacheRecord) -> dict:
         "data": record.data,
         "notebook": record.notebook,
         "artifacts": dict(sorted(record.artifacts.items())),
+        "inputs": record.inputs,
     }
+
+
+def key_input_lines(inputs: dict) -> list[str]:
+    """Return one line per file ('path  sha256:...') and variable ('NAME  sha256:...' or 'NAME  unset') of a key."""
+    files, env = inputs.get("files") or {}, inputs.get("env") or {}
+    lines = [f"{path}  sha256:{str(sha)[:16]}" for path, sha in sorted(files.items())]
+    for name, value in sorted(env.items()):
+        lines.append(f"{name}  " + ("unset" if value is None else f"sha256:{str(value)[:16]}"))
+    return lines
 
 
 def stage_record_json(record: NbStageRecord) -> dict:
