@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("sphinx", reason="the Sphinx tests need the extra: pip install -e '.[sphinx]'")
 pytest.importorskip("myst_nb", reason="the Sphinx tests need the extra: pip install -e '.[sphinx]'")
+pytest.importorskip("jupytext", reason="the py:percent notebook needs the extra: pip install -e '.[jupytext]'")
 
 from nbstore import get_cache  # noqa: E402
 from tests.conftest import make_nb, write_nb  # noqa: E402
@@ -29,8 +30,12 @@ def readme_conf() -> str:
     return section[start : section.index("```", start)]
 
 
-# Two workers whatever the machine; tracebacks in the log, so that the tests can see MyST-NB's report.
-CONF = readme_conf() + 'nbstore_workers = 2\nnb_execution_show_tb = True\nexclude_patterns = ["_build"]\n'
+# Two workers whatever the machine; tracebacks in the log, so that the tests can see MyST-NB's report;
+# py:percent notebooks as MyST-NB's documentation shows them.
+CONF = readme_conf() + (
+    'nbstore_workers = 2\nnb_execution_show_tb = True\nexclude_patterns = ["_build"]\n'
+    'nb_custom_formats = {".pct.py": ["jupytext.reads", {"fmt": "py:percent"}]}\n'
+)
 
 INDEX = """\
 # Book
@@ -39,6 +44,7 @@ INDEX = """\
 alpha
 beta
 gamma
+delta
 failing
 static
 about
@@ -64,6 +70,17 @@ with open(os.environ["NBSTORE_TEST_RUNS"], "a") as f:
     f.write("gamma\\n")
 print("GAMMA-" + str(6 * 7))
 ```
+"""
+
+DELTA = """\
+# %% [markdown]
+# # Delta
+
+# %%
+import os
+with open(os.environ["NBSTORE_TEST_RUNS"], "a") as f:
+    f.write("delta\\n")
+print("DELTA-" + "PCT")
 """
 
 # A kernelspec named python3 that notes each start before becoming ipykernel: proof of what really ran.
@@ -103,6 +120,7 @@ class Project:
         write_nb(self.src / "alpha.ipynb", _notebook("alpha", "ALPHA-1", "Prose one."))
         write_nb(self.src / "beta.ipynb", _notebook("beta", "BETA-1", "Prose two."))
         (self.src / "gamma.md").write_text(GAMMA)
+        (self.src / "delta.pct.py").write_text(DELTA)
         failing = make_nb(["raise ValueError('boom-' + 'xyz')"], executed=False)
         write_nb(self.src / "failing.ipynb", failing)
         # Per-notebook MyST-NB metadata turns execution off: the first phase must leave it alone too.
@@ -160,10 +178,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 def test_cold_build_runs_each_notebook_once_and_serves_outputs(project: Project) -> None:
     """Cold: every notebook runs once (the failing one too, not twice), outputs and MyST-NB's reports appear."""
     done = project.build()
-    assert project.runs() == ["alpha", "beta", "gamma"]
-    assert project.kernel_starts() == 4  # alpha, beta, gamma and the failing one; static is off
+    assert project.runs() == ["alpha", "beta", "delta", "gamma"]
+    assert project.kernel_starts() == 5  # alpha, beta, gamma, delta and the failing one; static is off
     assert "ALPHA-1" in project.page("alpha")
     assert "GAMMA-42" in project.page("gamma")
+    assert "DELTA-PCT" in project.page("delta")
     assert "STATIC" not in project.page("static")  # execution off: no output
     # MyST-NB's own error report, from the first phase's run.
     report = project.out / "reports" / "failing.err.log"
@@ -175,7 +194,8 @@ def test_cold_build_runs_each_notebook_once_and_serves_outputs(project: Project)
         assert name in table
     assert "❌" in table and "✅" in table
     store = get_cache(project.src / ".nbstore")
-    assert sorted(Path(r.uri).name for r in store.list_cache_records()) == ["alpha.ipynb", "beta.ipynb", "gamma.md"]
+    cached = sorted(Path(r.uri).name for r in store.list_cache_records())
+    assert cached == ["alpha.ipynb", "beta.ipynb", "delta.pct.py", "gamma.md"]
 
 
 def test_warm_build_starts_no_kernel(project: Project) -> None:
@@ -184,6 +204,7 @@ def test_warm_build_starts_no_kernel(project: Project) -> None:
     assert project.kernel_starts() == 0
     assert project.runs() == []
     assert "ALPHA-1" in project.page("alpha") and "GAMMA-42" in project.page("gamma")
+    assert "DELTA-PCT" in project.page("delta")
     assert "boom-xyz" in (project.out / "reports" / "failing.err.log").read_text()
     assert "Executing notebook failed" in done.stderr
 
@@ -215,8 +236,8 @@ def test_parallel_readers_from_an_empty_store(tmp_path: Path) -> None:
     """`sphinx -j 2` from an empty store: builds, each notebook runs once, pages have their outputs."""
     project = Project(tmp_path / "book")
     done = project.build("-j", "2")
-    assert project.runs() == ["alpha", "beta", "gamma"]
-    assert project.kernel_starts() == 4
+    assert project.runs() == ["alpha", "beta", "delta", "gamma"]
+    assert project.kernel_starts() == 5
     assert "ALPHA-1" in project.page("alpha") and "GAMMA-42" in project.page("gamma")
     assert "Exception occurred" not in done.stderr  # Sphinx's words for a crash
     again = project.build("-j", "2", "-E")
@@ -240,7 +261,7 @@ def test_unsupported_myst_nb_is_refused_clearly(monkeypatch: pytest.MonkeyPatch)
 def test_store_path_is_relative_to_conf_py_and_refuses_a_jupyter_cache_folder(tmp_path: Path) -> None:
     """nbstore_cache_path is relative to conf.py's folder, may lie outside the sources, and is never jupyter-cache's."""
     project = Project(tmp_path / "book")
-    for name in ("beta.ipynb", "gamma.md", "failing.ipynb", "static.ipynb"):
+    for name in ("beta.ipynb", "gamma.md", "delta.pct.py", "failing.ipynb", "static.ipynb"):
         (project.src / name).unlink()
     (project.src / "index.md").write_text("# Book\n\n```{toctree}\nalpha\nabout\n```\n")
     old_cache = tmp_path / "book" / "old-cache"

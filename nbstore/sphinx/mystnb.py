@@ -1,8 +1,9 @@
 """Everything nbstore.sphinx takes from MyST-NB's internals, for the MyST-NB versions it is tested with.
 
 MyST-NB offers no plug point for its cache, so this module (and only this one) reaches into it:
-- it reads notebooks as MyST-NB's parser does (its reader choice, its per-notebook ``mystnb`` metadata, its
-  exclude patterns), so that the first phase runs exactly the notebooks MyST-NB would take from its cache;
+- it reads notebooks as MyST-NB's parser does (its reader choice, ``nb_custom_formats``, per-notebook
+  ``mystnb`` metadata, exclude patterns), so that the first phase runs exactly the notebooks MyST-NB
+  would take from its cache;
 - it rebinds the four jupyter-cache names that MyST-NB's cache client (``myst_nb.core.execute.cache``)
   imported, to nbstore's ``jupyter_cache`` compatibility package, so that the client reads the nbstore
   store; a notebook that failed in the first phase is not run a second time: its failure is handed over.
@@ -53,13 +54,24 @@ class Plan:
     in_temp: bool
 
 
-def _reader_name(path: str, read_fmt: dict | None) -> str | None:
+def _reader_name(path: str, read_fmt: dict | None, key: str) -> str | None:
     """The nbstore reader that reads path as MyST-NB did (None: no registered reader does)."""
-    if read_fmt is None:
-        return "nbformat" if path.endswith(".ipynb") else None
-    if read_fmt.get("type") == "plugin" and isinstance(read_fmt.get("name"), str):
-        return read_fmt["name"]
-    return None
+    if read_fmt is not None:
+        if read_fmt.get("type") == "plugin" and isinstance(read_fmt.get("name"), str):
+            return read_fmt["name"]
+        return None
+    if path.endswith(".ipynb"):
+        return "nbformat"
+    # An nb_custom_formats file (MyST-NB's recipe is jupytext.reads): nbstore's jupytext reader serves it
+    # if it reads the same code, which the key tells.
+    from nbstore.errors import NbStoreError
+    from nbstore.hashing import notebook_key
+    from nbstore.readers import read_notebook
+
+    try:
+        return "jupytext" if notebook_key(read_notebook("jupytext", path)) == key else None
+    except NbStoreError:
+        return None
 
 
 def plan(env: BuildEnvironment, docname: str) -> Plan | None:
@@ -97,13 +109,14 @@ def plan(env: BuildEnvironment, docname: str) -> Plan | None:
     kernel = (notebook.metadata.get("kernelspec") or {}).get("name")
     if kernel is not None and any(re.fullmatch(rgx, kernel) for rgx in nb_config.kernel_rgx_aliases or {}):
         return None  # MyST-NB renames the kernel before matching: the file's key is not the one it looks up
-    reader_name = _reader_name(path, reader.read_fmt)
+    key = notebook_key(notebook)
+    reader_name = _reader_name(path, reader.read_fmt, key)
     if reader_name is None:
         return None
     return Plan(
         docname=docname,
         path=path,
-        key=notebook_key(notebook),
+        key=key,
         reader=reader_name,
         timeout=nb_config.execution_timeout,
         allow_errors=bool(nb_config.execution_allow_errors),
