@@ -92,8 +92,16 @@ def test_quick_start_is_one_command_and_runs(repo_copy):
     assert "3 up to date" in proc.stdout
 
 
-@pytest.mark.parametrize("block", [b for b in BLOCKS if b["lang"] == "python"], ids=lambda b: f"line{b['line']}")
-@pytest.mark.kernel
+@pytest.mark.parametrize(
+    "block",
+    # Only the executor example starts kernels: mark it so, and leave the tour among the quick tests.
+    [
+        pytest.param(b, marks=[pytest.mark.kernel] if "run_and_cache" in b["code"] else [])
+        for b in BLOCKS
+        if b["lang"] == "python"
+    ],
+    ids=lambda b: f"line{b['line']}",
+)
 def test_python_block_runs(repo_copy, block):
     """A runnable Python block of the README runs to the end from the root of a fresh copy."""
     (repo_copy / "block.py").write_text(block["code"] + "\n", encoding="utf-8")
