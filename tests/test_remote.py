@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +22,8 @@ from nbstore import NbStore, RemoteError, StoreFormatError, StoreNotFoundError, 
 from nbstore.hashing import object_id
 from nbstore.store import exchange
 from tests.remote_worker import fill
+from tests.test_readme import BLOCKS, COPIED, console_steps, matches
+from tests.test_readme import _env as _readme_env
 
 fsspec = pytest.importorskip("fsspec", reason="the remote tests need the extra nbstore-cache[remote]")
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,3 +376,37 @@ def test_every_reader_resolves_a_key_to_the_same_record(versions, rng):
     first, second = resolve(versions), resolve(shuffled)
     assert exchange.content_without_pk(first) == exchange.content_without_pk(second)
     assert first["created"] == min(v["created"] for v in versions)
+
+
+def test_readme_sharing_example_runs_as_shown(tmp_path):
+    """The README's push/pull shell example runs in a fresh copy of the repository and prints what it shows."""
+    repo_copy = tmp_path / "repo"
+    repo_copy.mkdir()
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, repo_copy / name, ignore=shutil.ignore_patterns("__pycache__", ".nbstore*"))
+        else:
+            shutil.copy2(src, repo_copy / name)
+    steps = [s for b in BLOCKS if b["group"] == "sharing" for s in console_steps(b["code"])]
+    assert len(steps) >= 6
+    script = []
+    for i, (command, _) in enumerate(steps):
+        script.append(f"echo '@@step {i}@@'")
+        script.append(command)
+    proc = subprocess.run(
+        ["bash", "-c", "\n".join(script) + "\n"],
+        cwd=repo_copy,
+        env=_readme_env(repo_copy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    chunks = re.split(r"^@@step \d+@@\n", proc.stdout, flags=re.M)[1:]
+    assert len(chunks) == len(steps), proc.stdout
+    for (command, expected), chunk in zip(steps, chunks, strict=True):
+        assert matches(expected, chunk.rstrip("\n").splitlines()), (
+            f"$ {command}\n--- README\n{expected}\n--- got\n{chunk}"
+        )
+    assert not (repo_copy / "shared-store").exists()
