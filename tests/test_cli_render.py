@@ -80,6 +80,7 @@ def test_record_json_forms_are_complete_and_serialisable():
         "traceback": "",
         "depends": [],
         "env": [],
+        "reader": "nbformat",
     }
 
 

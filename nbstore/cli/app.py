@@ -565,7 +565,7 @@ def stage_add(
     store = _store(ctx, existing=False)
     failed = 0
     found: list[Path] = []
-    for arg, names in expand_notebooks(notebooks, store=store.path):
+    for arg, names in expand_notebooks(notebooks, store=store.path, any_file=reader != "nbformat"):
         if not names:
             failed += 1
             render.print_error(f"{arg}: no notebook (.ipynb) {'below it' if arg.is_dir() else 'matches it'}")
@@ -665,6 +665,7 @@ def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False
         ("Key rule", info.rule if key else ""),
         ("Staged", render.local_time(record.created)),
         ("Assets", "\n".join(render.display_path(a) for a in record.assets) or "none"),
+        ("Reader", record.reader),
     ]
     if record.depends or record.env:
         declared = [*(f"depends {d}" for d in record.depends), *(f"env {e}" for e in record.env)]

@@ -36,11 +36,12 @@ def _below(folder: Path, store: Path) -> list[Path]:
     return found
 
 
-def expand_notebooks(args: list[Path], *, store: Path) -> list[tuple[Path, list[Path]]]:
+def expand_notebooks(args: list[Path], *, store: Path, any_file: bool = False) -> list[tuple[Path, list[Path]]]:
     """Return (argument, notebooks it names) for each argument: a file itself, a folder's notebooks, a glob's.
 
     An argument that names nothing and is no pattern is kept as itself, so that staging it reports it missing;
-    a folder or pattern with no notebook gives an empty list.
+    a folder or pattern with no notebook gives an empty list. A folder gives its .ipynb files; a pattern gives
+    its .ipynb files too, or (any_file: text notebooks read by another reader) every file it matches.
     """
     out: list[tuple[Path, list[Path]]] = []
     for arg in args:
@@ -53,7 +54,7 @@ def expand_notebooks(args: list[Path], *, store: Path) -> list[tuple[Path, list[
             for match in sorted(glob.glob(text, recursive=True)):
                 path = Path(match)
                 # glob's wildcards already pass over hidden names (.ipynb_checkpoints, .nbstore) as the shell's do.
-                if not match.endswith(".ipynb") or not path.is_file():
+                if not (any_file or match.endswith(".ipynb")) or not path.is_file():
                     continue
                 if os.path.realpath(match).startswith(store_real + os.sep):
                     continue

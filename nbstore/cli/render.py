@@ -197,6 +197,7 @@ def stage_record_json(record: NbStageRecord) -> dict:
         "traceback": record.traceback,
         "depends": list(record.depends),
         "env": list(record.env),
+        "reader": record.reader,
     }
 
 

@@ -399,9 +399,11 @@ class NbStore(ProjectAPI, StoreFolder):
         path: str | os.PathLike[str],
         nb_meta: Iterable[str] | None = ("kernelspec", "language_info", "widgets"),
         cell_meta: Iterable[str] | None = None,
+        *,
+        reader: str | None = None,
     ) -> tuple[int, dict]:
         """Return (pk, plain dict) as merge_match_into_file does, importing nbformat only to convert nbformat 3."""
-        plain = notebooks.to_v4(_read_notebook_file(Path(path)))
+        plain = notebooks.to_v4(_read_with(Path(path), self._reader_for(path, reader)))
         return self._merged(plain, nb_meta, cell_meta, folder=str(Path(path).absolute().parent), path=Path(path))
 
     def _merged(
@@ -709,7 +711,12 @@ class NbStore(ProjectAPI, StoreFolder):
         reader = DEFAULT_READER if reader is None else reader
         if not isinstance(reader, str):
             raise TypeError(f"reader must be a reader's name, not {reader!r}")
-        nb = _read_with(nb_path, reader)
+        try:
+            nb = _read_with(nb_path, reader)
+        except NotebookReadError as exc:
+            if reader != DEFAULT_READER or nb_path.suffix == ".ipynb":
+                raise
+            raise NotebookReadError(f"{exc} (a text notebook? stage it with the reader 'jupytext')") from exc
         rel_assets = sorted(
             {check_inside(Path(a), nb_path.parent, what="asset", folders=True).as_posix() for a in assets}
         )
