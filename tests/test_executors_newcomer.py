@@ -41,3 +41,6 @@ def test_asset_folder_is_copied_for_a_temp_run(tmp_path):
         assert result.succeeded, result.outcomes
         (cell,) = [c for c in store.get_cache_bundle(1).nb.cells if c.cell_type == "code"]
         assert cell.outputs[0]["text"] == "alphabeta\n"
+        # The run's record names the notebook relative to the store's folder on disk, absolute through the API.
+        (sidecar,) = (tmp_path / ".nbstore" / "cache").glob("*.json")
+        assert '"uri": "book/nb.ipynb"' in sidecar.read_text() and store.get_cache_record(1).uri == str(nb)

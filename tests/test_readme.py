@@ -63,6 +63,9 @@ def _env(root: Path) -> dict:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"  # stdout and stderr interleave as on a terminal
     env["PYTHONPATH"] = str(root)  # the copy's nbstore, not the checkout's
+    # A temp folder of its own: `gc` also lists dead runs' kernel folders, which other runs may have left.
+    (root.parent / "systmp").mkdir(exist_ok=True)
+    env["TMPDIR"] = str(root.parent / "systmp")
     return env
 
 
