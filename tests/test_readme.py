@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,19 @@ def repo_copy(tmp_path):
         else:
             shutil.copy2(src, root / name)
     (root / ".venv").symlink_to(Path(sys.prefix))
-    return root
+    try:
+        yield root
+    finally:
+        if (root / ".systmp").is_symlink():
+            shutil.rmtree(os.readlink(root / ".systmp"), ignore_errors=True)
+
+
+def _short_tmp(root: Path) -> str:
+    """Return the copy's private temp folder: a short path under /tmp, named in the copy for its fixture."""
+    link = root / ".systmp"
+    if not link.exists():
+        link.symlink_to(tempfile.mkdtemp(prefix="nbrd-", dir="/tmp"))
+    return os.readlink(link)
 
 
 def _env(root: Path) -> dict:
@@ -63,9 +76,9 @@ def _env(root: Path) -> dict:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"  # stdout and stderr interleave as on a terminal
     env["PYTHONPATH"] = str(root)  # the copy's nbstore, not the checkout's
-    # A temp folder of its own: `gc` also lists dead runs' kernel folders, which other runs may have left.
-    (root.parent / "systmp").mkdir(exist_ok=True)
-    env["TMPDIR"] = str(root.parent / "systmp")
+    # A temp folder of its own, since `gc` also lists dead runs' kernel folders that other runs may have left;
+    # a short one, since kernels' IPC socket paths must stay under ~107 bytes.
+    env["TMPDIR"] = _short_tmp(root)
     return env
 
 
