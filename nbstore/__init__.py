@@ -24,6 +24,7 @@ from nbstore.errors import (
     StoreCorruptError,
     StoreFormatError,
     StoreNotFoundError,
+    StoreUnsafeError,
     StoreWriteError,
 )
 from nbstore.hashing import KeyInfo, notebook_key
@@ -111,6 +112,7 @@ __all__ = [
     "StoreCorruptError",
     "StoreFormatError",
     "StoreNotFoundError",
+    "StoreUnsafeError",
     "StoreWriteError",
     "SyncReport",
     "VerifyReport",

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from nbstore.errors import ArtifactPathError, NotebookNotFoundError
+from nbstore.errors import ArtifactPathError, NotebookNotFoundError, StoreUnsafeError
 from nbstore.records import NbCacheRecord
+from nbstore.store.safeio import write_out
+from nbstore.untrusted import artifact_name_problem
 
 __all__ = ["NbArtifacts", "NbBundleIn", "NbBundleOut", "StoredArtifacts", "check_inside", "files_below"]
 
@@ -113,13 +115,21 @@ class StoredArtifacts:
             return handle.read()
 
     def write_to(self, folder: str | Path) -> list[Path]:
-        """Write every artifact under folder at its relative path; return the written paths."""
+        """Write every artifact under folder at its relative path as a new file; return the written paths.
+
+        Names come from the store (untrusted): each must be a plain relative path, and each file is created
+        without following a symlink and never over an existing file (ArtifactPathError otherwise).
+        """
         out = []
+        for name in sorted(self._mapping):
+            problem = artifact_name_problem(name)
+            if problem is not None:
+                raise ArtifactPathError(f"artifact name {name!r} {problem}: refusing to write it under {folder}")
         for rel, handle in self:
-            target = Path(folder) / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(handle.read())
-            out.append(target)
+            try:
+                out.append(write_out(folder, rel.as_posix(), handle.read()))
+            except (FileExistsError, StoreUnsafeError) as exc:
+                raise ArtifactPathError(f"cannot write artifact {rel.as_posix()!r} under {folder}: {exc}") from exc
         return out
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "StoreCorruptError",
     "StoreFormatError",
     "StoreNotFoundError",
+    "StoreUnsafeError",
     "StoreWriteError",
 ]
 
@@ -91,6 +92,10 @@ class StoreNotFoundError(NbStoreError, FileNotFoundError):
 
 class StoreCorruptError(RetrievalError, ValueError):
     """Stored bytes do not match their hash or cannot be parsed."""
+
+
+class StoreUnsafeError(StoreCorruptError):
+    """A store file is a symlink, of the wrong type, too large or too deeply nested, or names a path outside."""
 
 
 class StoreWriteError(NbStoreError, OSError):

@@ -9,7 +9,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from json.scanner import make_scanner
 
-__all__ = ["IndexState", "SNAPSHOT_MARK", "frame", "frame_snapshot", "load", "parse_lines", "parse_snapshot", "replay"]
+__all__ = [
+    "MAX_INDEX_LINE_BYTES",
+    "IndexState",
+    "SNAPSHOT_MARK",
+    "frame",
+    "frame_snapshot",
+    "load",
+    "parse_lines",
+    "parse_snapshot",
+    "replay",
+]
 
 
 def frame(entry: dict) -> bytes:
@@ -17,6 +27,9 @@ def frame(entry: dict) -> bytes:
     body = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
+
+#: Longest index line replayed (a put line holds one record, at most 16 MiB); a longer one counts as garbled.
+MAX_INDEX_LINE_BYTES = 32 * 1024 * 1024
 
 _scan = make_scanner(json.JSONDecoder())
 
@@ -53,7 +66,7 @@ def parse_lines(data: bytes, *, last_fingerprint_only: bool = False) -> tuple[li
     # Every write adds two such lines: decoding just the last of them makes an open about a third faster.
     last_fp = None
     for line in lines:
-        if len(line) < 10 or line[8:9] != b" ":
+        if len(line) < 10 or line[8:9] != b" " or len(line) > MAX_INDEX_LINE_BYTES:
             bad += line != b""
             continue
         body = line[9:]
@@ -65,7 +78,7 @@ def parse_lines(data: bytes, *, last_fingerprint_only: bool = False) -> tuple[li
                 last_fp = body
                 continue
             entry = _loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             bad += 1
             continue
         if isinstance(entry, dict):
@@ -75,7 +88,7 @@ def parse_lines(data: bytes, *, last_fingerprint_only: bool = False) -> tuple[li
     if last_fp is not None:
         try:
             entries.append(_loads(last_fp))
-        except ValueError:
+        except (ValueError, RecursionError):
             bad += 1
     return entries, bad
 

@@ -70,6 +70,14 @@ def check_structure(nb: Any, *, source: str = "<notebook>") -> None:
     for i, cell in enumerate(cells):
         if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
             raise NotebookReadError(f"{source}: not a notebook: cell {i} has no 'cell_type'")
+        field = "input" if major == 3 and cell["cell_type"] == "code" else "source"
+        text = cell.get(field, "")
+        # Hashed as text: an int or null source would hash like some string and match the wrong record.
+        if not isinstance(text, str) and not (isinstance(text, list) and all(isinstance(t, str) for t in text)):
+            raise NotebookReadError(
+                f"{source}: not a notebook: cell {i} has a {field!r} that is a {type(text).__name__}, "
+                "not text or a list of lines"
+            )
     meta = nb.get("metadata", {})
     if not isinstance(meta, dict):
         raise NotebookReadError(f"{source}: not a notebook: 'metadata' is not an object")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from nbstore.untrusted import artifact_name_problem, is_object_id, loads_bounded
+
 __all__ = [
     "DEFAULT_READER",
     "NbCacheRecord",
@@ -83,13 +85,13 @@ def conflict_sides(data: bytes) -> tuple[bytes, bytes] | None:
 def parse_config(raw: bytes) -> tuple[Any, bool]:
     """Parse nbstore.json; for a file git left in conflict, the side with the larger cache limit (and True)."""
     try:
-        return json.loads(raw), False
+        return loads_bounded(raw), False
     except ValueError as exc:
         error = exc
     sound = []
     for side in conflict_sides(raw) or ():
         try:
-            config = json.loads(side)
+            config = loads_bounded(side)
         except ValueError:
             continue
         if isinstance(config, dict) and isinstance(config.get("cache_limit"), int):
@@ -153,8 +155,15 @@ class NbCacheRecord:
         """Build a record from its sidecar JSON (raises KeyError/TypeError/ValueError when malformed)."""
         created = parse_time(obj["created"])
         artifacts = obj.get("artifacts") or {}
-        if not isinstance(artifacts, dict) or not isinstance(obj["notebook"], str):
+        if not isinstance(artifacts, dict) or not is_object_id(obj["notebook"]):
             raise ValueError("malformed object references")
+        for name, oid in artifacts.items():
+            # Checked on every read, not only when written: a record may come from anyone's pull request.
+            problem = artifact_name_problem(name)
+            if problem is not None:
+                raise ValueError(f"artifact name {name!r} {problem}")
+            if not is_object_id(oid):
+                raise ValueError(f"artifact {name!r} refers to {oid!r}, which is not an object id")
         pk = obj["pk"]
         if not isinstance(pk, int) or isinstance(pk, bool) or pk < 1:
             raise ValueError(f"bad pk {pk!r}")
@@ -173,7 +182,7 @@ class NbCacheRecord:
             description=str(obj.get("description") or ""),
             data=data,
             notebook=obj["notebook"],
-            artifacts={str(k): str(v) for k, v in artifacts.items()},
+            artifacts=dict(artifacts),
             key_rule=int(obj.get("key_rule", 1)),
             inputs=inputs,
         )

@@ -171,6 +171,13 @@ def _changes_records(data: bytes) -> bool:
     return b'"op":"put"' in data or b'"op":"del"' in data
 
 
+def _at(path, dir_fd: int | None) -> Path:
+    """The absolute path a dir_fd-relative call names (nbstore walks its store with openat-style calls)."""
+    if dir_fd is None or os.path.isabs(os.fspath(path)):
+        return Path(os.path.abspath(os.fspath(path)))
+    return Path(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fspath(path))
+
+
 def _arm(point: str, store: Path) -> None:
     """Make this process SIGKILL itself at one named point of the write path (fault injection)."""
     import nbstore.store.folder as folder_mod
@@ -185,7 +192,7 @@ def _arm(point: str, store: Path) -> None:
             return ""
 
     def replace(src, dst, **kw):
-        dst_path = Path(dst)
+        dst_path = _at(dst, kw.get("dst_dir_fd"))
         where = dst_path.relative_to(store).parts[0] if dst_path.is_relative_to(store) else ""
         if point == f"before-rename-{where}":
             _die()
@@ -208,7 +215,7 @@ def _arm(point: str, store: Path) -> None:
 
     def unlink(path, **kw):
         real_unlink(path, **kw)
-        if point == "after-unlink-cache" and Path(path).parent.name == "cache":
+        if point == "after-unlink-cache" and _at(path, kw.get("dir_fd")).parent.name == "cache":
             _die()
 
     def append(path, data):
@@ -264,8 +271,8 @@ def _inject_read_only(store: Path) -> None:
     import errno
     import io
 
-    def inside(path) -> bool:
-        return isinstance(path, (str, os.PathLike)) and Path(os.path.abspath(os.fspath(path))).is_relative_to(store)
+    def inside(path, dir_fd=None) -> bool:
+        return isinstance(path, (str, os.PathLike)) and _at(path, dir_fd).is_relative_to(store)
 
     def refuse(path) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
@@ -277,7 +284,8 @@ def _inject_read_only(store: Path) -> None:
                 writes = bool(args[1] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC))
             if mode is not None:
                 writes = any(c in (args[1] if len(args) > 1 else kwargs.get("mode", "r")) for c in "wax+")
-            if writes and any(inside(a) for a in args[:paths]):
+            fds = [kwargs.get("dir_fd", kwargs.get("src_dir_fd")), kwargs.get("dst_dir_fd", kwargs.get("dir_fd"))]
+            if writes and any(inside(a, fd) for a, fd in zip(args[:paths], fds[:paths], strict=False)):
                 refuse(args[0])
             return real(*args, **kwargs)
 

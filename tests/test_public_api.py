@@ -46,6 +46,7 @@ EXPECTED = [
     "StoreCorruptError",
     "StoreFormatError",
     "StoreNotFoundError",
+    "StoreUnsafeError",
     "StoreWriteError",
     "SyncReport",
     "VerifyReport",

@@ -102,7 +102,7 @@ class _LogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         label = record.levelname.capitalize()
         style = "yellow" if record.levelno >= logging.WARNING else "dim"
-        render.print_note(f"{label}: {record.getMessage()}", style=style)
+        render.print_note(f"{label}: {record.getMessage()}", style=style, one_line=True)
 
 
 class NbstoreGroup(LightGroup):
@@ -466,7 +466,12 @@ def cache_diff(
         # 1 means "they differ" here, so every failure to compare is trouble (2), as for diff(1).
         message = _prefixed(notebook, exc) if isinstance(exc, NbStoreError) else _message(exc)
         raise CommandError(message, code=2) from exc
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    # The diff shows cached cell text: colour only as Rich parsed it, every other control character escaped.
+    if color:
+        render.console().print(render.traceback_text(text.removesuffix("\n")), soft_wrap=True)
+    else:
+        text = render.safe_text(text, one_line=False)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
     raise typer.Exit(1)
 
 
@@ -794,7 +799,7 @@ def merge(
         raise CommandError(_prefixed(notebook, exc) if isinstance(exc, NbStoreError) else f"{notebook}: {exc}") from exc
     from nbstore.notebooks import jupyter_text
 
-    text = jupyter_text(merged) + "\n"
+    text = render.safe_json_text(jupyter_text(merged)) + "\n"
     if output is None:
         sys.stdout.write(text)
         return
@@ -1070,7 +1075,7 @@ def gc(
         return
     verb = "Would remove" if report.dry_run else "Removed"
     for path in [*report.removed, *runtime_dirs]:
-        typer.echo(f"{verb} {path}")
+        typer.echo(f"{verb} {render.safe_text(str(path))}")
     render.print_note(
         f"{verb} {_count(len(report.removed), 'file')}, {render.format_bytes(report.bytes_freed)}", stderr=False
     )

@@ -6,10 +6,11 @@ import threading
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from nbstore.cli.render import STATUS_STYLES, display_path, format_seconds
+from nbstore.cli.render import STATUS_STYLES, display_path, format_seconds, safe_text
 
 __all__ = ["ExecutionProgress"]
 
@@ -48,14 +49,15 @@ class ExecutionProgress:
             return "executing"
         names = sorted(self._running.values())
         more = f" (+{len(names) - 1})" if len(names) > 1 else ""
-        return f"running {names[0]}{more}"
+        # A progress description is Rich markup: escape it, as well as any control character.
+        return f"running {escape(names[0])}{more}"
 
     def on_event(self, event: Any) -> None:
         """Update the display for one ExecutionEvent ('start' or 'end' of one notebook)."""
         with self._lock:
             if self._task is None:
                 self._task = self._progress.add_task("executing", total=event.total)
-            name = display_path(event.uri)
+            name = safe_text(display_path(event.uri))
             if event.kind == "start":
                 self._running[event.pk] = name
             elif event.kind == "end":
@@ -65,7 +67,7 @@ class ExecutionProgress:
                     (f"{status:<10}", STATUS_STYLES.get(status, "")),
                     f" {name}",
                     (f"  {format_seconds(event.seconds)}", "dim"),
-                    (f"  {event.reason}" if event.reason else "", "dim"),
+                    (f"  {safe_text(event.reason)}" if event.reason else "", "dim"),
                 )
                 self.console.print(line, soft_wrap=True)
                 self._progress.advance(self._task)

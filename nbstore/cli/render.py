@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -37,6 +38,9 @@ __all__ = [
     "print_note",
     "show",
     "problems_table",
+    "safe_ansi_text",
+    "safe_json_text",
+    "safe_text",
     "stage_record_json",
     "stage_table",
     "status_text",
@@ -56,6 +60,33 @@ STATUS_STYLES = {
     "unreadable": "magenta",
     "interrupted": "yellow",
 }
+
+
+# What a terminal may act on rather than show: C0 and C1 controls, DEL, line separators and bidi overrides.
+_UNSAFE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_MULTI_LINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Outside strings JSON holds none of these; inside one, a \u escape is the same text.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SGR = re.compile("(\x1b\\[[0-9;]*m)")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escaped(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def safe_text(text: str, *, one_line: bool = True) -> str:
+    """Return store-derived text fit for a terminal: control characters shown escaped (newlines too if one_line)."""
+    if text.isprintable():
+        return text  # the common case, at C speed
+    return (_UNSAFE_ONE_LINE if one_line else _UNSAFE_MULTI_LINE).sub(_escaped, text)
+
+
+def safe_json_text(text: str) -> str:
+    """Return JSON text with the C1 controls and separators json.dumps leaves raw written as \\u escapes."""
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -89,18 +120,18 @@ def show(renderable: Any) -> None:
 
 def print_json(doc: Any) -> None:
     """Write one JSON document (and nothing else) to stdout."""
-    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(safe_json_text(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
     sys.stdout.flush()
 
 
 def print_error(message: str) -> None:
     """Print one red 'Error: ...' line on stderr (never wrapped)."""
-    console(stderr=True).print(Text.assemble(("Error: ", "bold red"), (message, "red")), soft_wrap=True)
+    console(stderr=True).print(Text.assemble(("Error: ", "bold red"), (safe_text(message), "red")), soft_wrap=True)
 
 
-def print_note(message: str, *, style: str = "", stderr: bool = True) -> None:
-    """Print one plain line (stderr by default: stdout is for results)."""
-    console(stderr=stderr).print(Text(message, style=style), soft_wrap=True)
+def print_note(message: str, *, style: str = "", stderr: bool = True, one_line: bool = False) -> None:
+    """Print a plain note (stderr by default: stdout is for results), control characters escaped."""
+    console(stderr=stderr).print(Text(safe_text(message, one_line=one_line), style=style), soft_wrap=True)
 
 
 def iso_time(value: datetime | None) -> str | None:
@@ -215,8 +246,16 @@ class Grid:
 
     def add_row(self, *cells: str | Text | tuple[str, str]) -> None:
         """Add one row of plain, styled (single-style Text) or (text, style) cells."""
+        # Every cell is one line of text, much of it from the store: never a control character raw.
         self.rows.append(
-            [c if type(c) is tuple else (c.plain, str(c.style)) if isinstance(c, Text) else (str(c), "") for c in cells]
+            [
+                (safe_text(c[0]), c[1])
+                if type(c) is tuple
+                else (safe_text(c.plain), str(c.style))
+                if isinstance(c, Text)
+                else (safe_text(str(c)), "")
+                for c in cells
+            ]
         )
 
     def _plain_rows(self) -> tuple[list[int], list[list[str]]]:
@@ -368,7 +407,7 @@ def detail_table(pairs: Iterable[tuple[str, Any]]) -> Table:
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for name, value in pairs:
-        grid.add_row(name, value if isinstance(value, Text) else Text(str(value)))
+        grid.add_row(name, value if isinstance(value, Text) else Text(safe_text(str(value))))
     return grid
 
 
@@ -377,9 +416,16 @@ def status_text(status: str) -> Text:
     return _status(status)
 
 
+def safe_ansi_text(text: str) -> str:
+    """Return multi-line store text keeping only its colour (SGR) sequences; every other control is escaped."""
+    parts = _SGR.split(text)
+    # Odd parts are the colour sequences the split kept; nothing else reaches the terminal unescaped.
+    return "".join(part if i % 2 else safe_text(part, one_line=False) for i, part in enumerate(parts))
+
+
 def traceback_text(text: str) -> Text:
-    """Return a recorded traceback (which may carry ANSI colours) as Rich text."""
-    return Text.from_ansi(text)
+    """Return a recorded traceback as Rich text: its colours parsed, every other control character escaped."""
+    return Text.from_ansi(safe_ansi_text(text))
 
 
 def problems_table(problems: Iterable[dict]) -> Grid:

@@ -256,7 +256,16 @@ class _Run:
     def plan(self, records: list[NbStageRecord]) -> tuple[list[NbStageRecord], list[_Group]]:
         """Split the selected records into unreadable ones and groups (by key) that need a run."""
         keys = self.cache.staged_keys([r.pk for r in records]) if records else {}
-        cached = set() if self.force else {r.hashkey for r in self.cache.list_cache_records()}
+        wanted = set(keys.values())
+        cached = (
+            set()
+            if self.force
+            else {
+                r.hashkey
+                for r in self.cache.list_cache_records()
+                if r.hashkey in wanted and self.cache.has_objects(r)  # a record missing its objects is no hit
+            }
+        )
         broken: list[NbStageRecord] = []
         groups: dict[str, _Group] = {}
         for record in sorted(records, key=lambda r: r.pk):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -17,6 +16,7 @@ from typing import Any
 from nbstore import notebooks
 from nbstore.bundles import NbArtifacts, NbBundleIn, NbBundleOut, StoredArtifacts, check_inside, files_below
 from nbstore.errors import (
+    ArtifactPathError,
     CachingError,
     DependencyError,
     NbStoreError,
@@ -25,6 +25,7 @@ from nbstore.errors import (
     RecordNotFoundError,
     StoreBusyError,
     StoreCorruptError,
+    StoreUnsafeError,
     StoreWriteError,
 )
 from nbstore.hashing import (
@@ -47,7 +48,9 @@ from nbstore.store.folder import DEFAULT_CACHE_LIMIT, StoreFolder
 from nbstore.store.fsio import atomic_write
 from nbstore.store.locking import store_lock
 from nbstore.store.maintenance import DEFAULT_MIN_TEMP_AGE, GcReport, VerifyReport, gc, verify
-from nbstore.store.objects import has_object, put_object, read_object
+from nbstore.store.objects import has_object, object_rel, put_object, read_object
+from nbstore.store.safeio import MAX_OBJECT_BYTES, read_outside, remove_entry, unlink_in
+from nbstore.untrusted import artifact_name_problem, loads_bounded
 
 __all__ = ["DEFAULT_CACHE_LIMIT", "NbStore", "get_cache", "notebook_file_key"]
 
@@ -62,11 +65,13 @@ RELATIVE_URI = "uri_relative"
 def _read_notebook_file(path: Path) -> dict:
     """Read and check a notebook file, translating OS errors into nbstore errors."""
     try:
-        data = path.read_bytes()
+        data = read_outside(path, MAX_OBJECT_BYTES, what="notebook file")
     except FileNotFoundError as exc:
         raise NotebookNotFoundError(f"notebook not found: {path}") from exc
     except IsADirectoryError as exc:
         raise NotebookReadError(f"{path}: is a folder, not a notebook file") from exc
+    except StoreUnsafeError as exc:
+        raise NotebookReadError(str(exc)) from exc
     except OSError as exc:
         raise NotebookReadError(f"{path}: cannot read: {exc.strerror}") from exc
     return notebooks.parse_notebook(data, source=str(path))
@@ -229,7 +234,14 @@ class NbStore(ProjectAPI, StoreFolder):
         if memo is None:
             touched = state.touched.get(key)
             rec = state.cache[key]
-            memo = NbCacheRecord.from_sidecar(rec, accessed=parse_time(touched) if touched else None)
+            try:
+                memo = NbCacheRecord.from_sidecar(rec, accessed=parse_time(touched) if touched else None)
+            except (KeyError, TypeError, ValueError) as exc:
+                # The index is volatile state anyone may have shipped: its copy is checked like a record file.
+                raise StoreCorruptError(
+                    f"cache record {key} in the index {self.layout.index} is damaged ({exc}); "
+                    "run `nbstore verify --repair`"
+                ) from exc
             if rec.get(RELATIVE_URI) is True:
                 memo = replace(memo, uri=self._abs_cache_uri(memo.uri))
             self._memo[("cache", key)] = memo
@@ -330,7 +342,7 @@ class NbStore(ProjectAPI, StoreFolder):
                 return self._cached_notebook(pk, retry=False)
             raise StoreCorruptError(f"cache record {pk}: {exc}") from exc
         try:
-            nb = json.loads(data)
+            nb = loads_bounded(data)
         except ValueError as exc:
             raise StoreCorruptError(f"cache record {pk}: notebook object is not JSON: {exc}") from exc
         self._touch(key)
@@ -352,12 +364,33 @@ class NbStore(ProjectAPI, StoreFolder):
             artifacts.write_to(folder)
             yield Path(folder)
 
+    def has_objects(self, record: NbCacheRecord) -> bool:
+        """True if every object the record refers to is in the store as a regular file (a cache hit needs them)."""
+        # lstat only: a missing object is caught here, a damaged one when it is read (and by verify).
+        return self._sidecar_has_objects({"notebook": record.notebook, "artifacts": record.artifacts})
+
+    def _sidecar_has_objects(self, rec: dict) -> bool:
+        """has_objects for a record's plain sidecar dict (as the index holds it)."""
+        lay = self.layout
+        artifacts = rec.get("artifacts") or {}
+        return (
+            has_object(lay, rec.get("notebook"))
+            and isinstance(artifacts, dict)
+            and all(has_object(lay, oid) for oid in artifacts.values())
+        )
+
     def match_cache_key(self, key: str) -> NbCacheRecord:
-        """Return the cache record with this hashkey (KeyError naming the hashkey if none)."""
+        """Return the cache record with this hashkey (KeyError naming the hashkey if none or its objects are gone)."""
         state = self._state_in_sync()
         if key not in state.cache:
             raise RecordNotFoundError(f"Cache record not found for NB with hashkey: {key}")
-        return self._cache_record(state, key)
+        record = self._cache_record(state, key)
+        if not self.has_objects(record):
+            raise RecordNotFoundError(
+                f"Cache record {record.pk} for NB with hashkey {key} is missing its objects, so it is no match "
+                "(`nbstore verify --repair` puts it aside)"
+            )
+        return record
 
     def match_cache_notebook(self, nb: Any) -> NbCacheRecord:
         """Return the cache record whose key matches this notebook (KeyError naming the hashkey if none)."""
@@ -556,7 +589,18 @@ class NbStore(ProjectAPI, StoreFolder):
         art_blobs: dict[str, bytes] = {}
         if bundle.artifacts is not None:
             for rel, handle in bundle.artifacts:
-                art_blobs[rel.as_posix()] = handle.read()
+                name = rel.as_posix()
+                problem = artifact_name_problem(name)
+                if problem is not None:
+                    raise ArtifactPathError(
+                        f"artifact name {name!r} {problem} (artifact names are plain relative paths)"
+                    )
+                art_blobs[name] = handle.read()
+                if len(art_blobs[name]) > MAX_OBJECT_BYTES:
+                    raise CachingError(
+                        f"artifact {name!r} is {len(art_blobs[name])} bytes, more than the {MAX_OBJECT_BYTES} "
+                        "a stored object may hold"
+                    )
         _require_utf8([uri, description, data, sorted(art_blobs)], f"the URI, artifact names or data of {uri!r}")
         # Objects are written before the lock: they are idempotent and may be large.
         self._ensure()
@@ -620,7 +664,7 @@ class NbStore(ProjectAPI, StoreFolder):
             dropped.add(rec["notebook"])
             dropped.update(rec.get("artifacts", {}).values())
             with suppress(FileNotFoundError):
-                os.unlink(self.layout.cache_sidecar(key))
+                unlink_in(self.path, f"cache/{key}.json")
         self._append(*({"op": "del", "kind": "cache", "name": k} for k in keys))
         if self._in_repository():
             return  # objects wait for gc: another branch may add a record that uses one of them
@@ -629,8 +673,8 @@ class NbStore(ProjectAPI, StoreFolder):
             live.add(rec["notebook"])
             live.update(rec.get("artifacts", {}).values())
         for oid in dropped - live:
-            with suppress(FileNotFoundError):
-                os.unlink(self.layout.object_path(oid))
+            with suppress(FileNotFoundError, StoreCorruptError):
+                unlink_in(self.path, object_rel(oid))
 
     def _evict(self, state: IndexState, limit: int, keep: str | None = None) -> None:
         excess = len(state.cache) - int(limit)
@@ -652,14 +696,13 @@ class NbStore(ProjectAPI, StoreFolder):
         """Remove every record, object and setting, leaving an empty store with default settings."""
         self._ensure()
         with store_lock(self.layout.lock):
-            lay = self.layout
-            for folder in (lay.cache, lay.stage, lay.objects, lay.quarantine, lay.tmp):
-                if folder.exists():
-                    shutil.rmtree(folder, onerror=_force_remove)
-            for path in (lay.index, lay.config):
-                with suppress(FileNotFoundError):
-                    os.unlink(path)
+            failed: list[str] = []
+            for name in ("cache", "stage", "objects", "quarantine", "tmp", "index", "nbstore.json"):
+                failed += remove_entry(self.path, name)
             self._state, self._index_id, self._index_offset, self._memo = None, None, 0, {}
+            if failed:
+                # Say so rather than "Cleared": the caller must know what is still there.
+                raise StoreWriteError(f"clear could not remove {len(failed)} path(s): {', '.join(failed[:5])}")
             self._create()
             self._sync_locked()
 
@@ -870,13 +913,17 @@ class NbStore(ProjectAPI, StoreFolder):
         record = self.get_staged_record(pk_or_uri)
         key = self.staged_keys([record.pk]).get(record.pk)
         state = self._state_in_sync()
-        return self._cache_record(state, key) if key in state.cache else None
+        if key not in state.cache:
+            return None
+        found = self._cache_record(state, key)
+        return found if self.has_objects(found) else None
 
     def list_staged_unexecuted(self) -> list[NbStageRecord]:
         """Return the stage records whose notebook, as it is now, has no match in the cache."""
         keys = self.staged_keys()
         state = self._state_in_sync()
-        return [r for r in self.list_staged_records() if keys.get(r.pk) not in state.cache]
+        hits = {k for k in set(keys.values()) if k in state.cache and self.has_objects(self._cache_record(state, k))}
+        return [r for r in self.list_staged_records() if keys.get(r.pk) not in hits]
 
     def discard_staged_notebook(self, pk_or_uri: int | str | os.PathLike[str]) -> None:
         """Remove a notebook from the staging area (KeyError if it is not staged)."""
@@ -884,7 +931,7 @@ class NbStore(ProjectAPI, StoreFolder):
             name = self._stage_key(pk_or_uri, state)
             self._begin()
             with suppress(FileNotFoundError):
-                os.unlink(self.layout.stage_sidecar(name))
+                unlink_in(self.path, f"stage/{name}.json")
             self._append({"op": "del", "kind": "stage", "name": name})
 
     def set_staged_traceback(self, pk_or_uri: int | str | os.PathLike[str], traceback: str) -> None:
@@ -904,12 +951,6 @@ def _require_utf8(values: Any, what: str) -> None:
             f"{what} hold text that is not valid UTF-8 ({exc.object[exc.start : exc.end]!r}; a file name in "
             "another encoding?): records are UTF-8 JSON, so rename the file"
         ) from None
-
-
-def _force_remove(func: Any, path: str, _exc: Any) -> None:
-    # Objects are read-only; make them writable so that clear_cache can remove them everywhere.
-    os.chmod(path, 0o700)
-    func(path)
 
 
 def get_cache(path: str | os.PathLike[str] = ".nbstore") -> NbStore:

@@ -11,12 +11,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nbstore.errors import StoreCorruptError, StoreFormatError, StoreWriteError
+from nbstore.errors import StoreCorruptError, StoreFormatError, StoreUnsafeError, StoreWriteError
 from nbstore.indexfile import IndexState, frame, frame_snapshot, load, parse_lines
 from nbstore.layout import FORMAT, GITATTRIBUTES, GITIGNORE, Layout, stage_name
 from nbstore.records import NbCacheRecord, conflict_sides, dump_json, parse_config, parse_time
 from nbstore.store.fsio import append_bytes, atomic_write, translate_os_error
 from nbstore.store.locking import store_lock
+from nbstore.store.safeio import (
+    MAX_CONFIG_BYTES,
+    MAX_INDEX_BYTES,
+    MAX_RECORD_BYTES,
+    dir_fd,
+    open_in,
+    read_at,
+    read_in,
+)
+from nbstore.untrusted import loads_bounded
 
 __all__ = ["DEFAULT_CACHE_LIMIT", "StoreFolder", "jupyter_cache_hint"]
 
@@ -58,14 +68,15 @@ class StoreFolder:
 
     def exists(self) -> bool:
         """Return True if a store has been created at this path."""
-        return self.layout.config.is_file()
+        # lstat: a symlinked nbstore.json counts as there, so that reading it refuses it by name.
+        return os.path.lexists(self.layout.config) and not os.path.isdir(self.layout.config)
 
     def _read_config(self) -> dict:
         try:
-            raw = self.layout.config.read_bytes()
+            raw = read_in(self.path, "nbstore.json", MAX_CONFIG_BYTES, what="settings file")
         except FileNotFoundError:
             if self.path.is_dir() and any(not _creation_leftover(p) for p in self.path.iterdir()):
-                if self.layout.config.is_file():
+                if self.exists():
                     # A writer finished creating the store between the read and the listing.
                     return self._read_config()
                 if (self.path / "global.db").is_file():
@@ -76,6 +87,10 @@ class StoreFolder:
             return {"format": FORMAT, "cache_limit": DEFAULT_CACHE_LIMIT}
         except NotADirectoryError:
             raise StoreFormatError(f"{self.path} is a file, not a store folder") from None
+        except StoreUnsafeError:
+            raise
+        except OSError as exc:
+            raise StoreFormatError(f"cannot read {self.layout.config}: {exc.strerror}") from exc
         try:
             config, conflicted = parse_config(raw)
             fmt = config["format"]
@@ -124,14 +139,22 @@ class StoreFolder:
     def _read_index(self) -> IndexState:
         """Bring the in-memory index state up to date with the index file (reading only what is new)."""
         try:
-            fd = os.open(self.layout.index, os.O_RDONLY)
+            fd = open_in(self.path, "index")
         except FileNotFoundError:
             self._state, self._index_id, self._index_offset, self._memo = IndexState(), None, 0, {}
             return self._state
+        except StoreUnsafeError as exc:
+            return self._unusable_index(str(exc))
         except OSError as exc:
             raise StoreCorruptError(f"cannot read the index {self.layout.index}: {exc.strerror}") from exc
         try:
             st = os.fstat(fd)
+            if st.st_size > MAX_INDEX_BYTES:
+                os.close(fd)
+                fd = -1
+                return self._unusable_index(
+                    f"{self.layout.index} is {st.st_size} bytes, more than the {MAX_INDEX_BYTES} an index may hold"
+                )
             ident = (st.st_ino, st.st_dev)
             # File systems recycle inode numbers at once (ext4 does): a rewritten index can have the old
             # one, so the first line, which holds a random id, tells whether this is still the file read.
@@ -148,7 +171,8 @@ class StoreFolder:
             size = st.st_size - self._index_offset
             data = os.pread(fd, size, self._index_offset) if size > 0 else b""
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         if self._index_offset == 0:
             # A fresh read: the snapshot line (if any) gives the whole state in one parse, then the log's tail.
             self._index_head = data[: data.find(b"\n") + 1]
@@ -170,11 +194,18 @@ class StoreFolder:
         self._index_offset += end
         return self._state
 
+    def _unusable_index(self, why: str) -> IndexState:
+        """Treat an index that must not be read as garbled: volatile state, rebuilt from the record files."""
+        log.warning("%s; ignored and rebuilt from the record files (run `nbstore verify`)", why)
+        self._state, self._index_id, self._index_offset, self._memo = IndexState(), None, 0, {}
+        self._state.bad_lines = 1
+        return self._state
+
     def _check_format(self) -> None:
         """Refuse a store of an unknown format (re-reading nbstore.json only when it changed)."""
         try:
-            st = os.stat(self.layout.config)
-            ident = (st.st_ino, st.st_size, st.st_mtime_ns)
+            st = os.lstat(self.layout.config)
+            ident = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
         except OSError:
             ident = None
         if ident != self._config_stat:
@@ -220,25 +251,34 @@ class StoreFolder:
         for kind, folder in (("cache", self.layout.cache), ("stage", self.layout.stage)):
             table = state.cache if kind == "cache" else state.stage
             try:
-                names = sorted(os.listdir(folder))
+                dfd = dir_fd(self.path, kind)
             except FileNotFoundError:
-                names = []
-            for fname in names:
-                if not fname.endswith(".json") or fname.startswith("."):
-                    continue
-                path = folder / fname
-                data = None
-                try:
-                    data = path.read_bytes()
-                    rec = json.loads(data)
-                    self._check_sidecar(kind, rec, fname[:-5])
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    rec = self._conflict_choice(kind, data, fname[:-5]) if data is not None else None
-                    if rec is None:
-                        problems.append((path, f"unreadable {kind} record: {exc}"))
+                dfd = None
+            except StoreUnsafeError as exc:
+                problems.append((folder, str(exc)))
+                dfd = None
+            try:
+                names = sorted(os.listdir(dfd)) if dfd is not None else []
+                for fname in names:
+                    if not fname.endswith(".json") or fname.startswith("."):
                         continue
-                    conflicted[path] = rec
-                table[fname[:-5]] = rec
+                    path = folder / fname
+                    data = None
+                    try:
+                        data = read_at(dfd, fname, MAX_RECORD_BYTES, path=path, what="record file")
+                        rec = loads_bounded(data)
+                        self._check_sidecar(kind, rec, fname[:-5])
+                    except (OSError, ValueError, KeyError, TypeError) as exc:
+                        unsafe = isinstance(exc, StoreUnsafeError)
+                        rec = self._conflict_choice(kind, data, fname[:-5]) if data is not None and not unsafe else None
+                        if rec is None:
+                            problems.append((path, f"unreadable {kind} record: {exc}"))
+                            continue
+                        conflicted[path] = rec
+                    table[fname[:-5]] = rec
+            finally:
+                if dfd is not None:
+                    os.close(dfd)
             state.high_water[kind] = max([old.high_water.get(kind, 0)] + [r["pk"] for r in table.values()])
         for key in state.cache:
             if key in old.touched:
@@ -257,7 +297,7 @@ class StoreFolder:
         sound = []
         for side in sides or ():
             try:
-                rec = json.loads(side)
+                rec = loads_bounded(side)
                 cls._check_sidecar(kind, rec, name)
             except (ValueError, KeyError, TypeError):
                 continue

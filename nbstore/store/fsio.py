@@ -9,8 +9,9 @@ import os
 import secrets
 from pathlib import Path
 
-from nbstore.errors import StoreWriteError
+from nbstore.errors import StoreUnsafeError, StoreWriteError
 from nbstore.layout import temp_name
+from nbstore.store.safeio import dir_fd, open_in, relative_to_store
 
 __all__ = ["HOST_TAG", "append_bytes", "atomic_write", "fsync_dir", "make_dirs", "translate_os_error", "writer_is_dead"]
 
@@ -65,15 +66,21 @@ def make_dirs(folder: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644, durable: bool = True) -> None:
-    """Write bytes to path atomically: readers see the old file or the new one, never a part."""
-    tmp = tmpdir / temp_name(path.name, HOST_TAG, os.getpid(), secrets.token_hex(4))
+    """Write bytes to path atomically: readers see the old file or the new one, never a part.
+
+    tmpdir is the store's tmp/ (its parent is the store root): the temp file and path are both reached from
+    the root without following a symlink, so a symlinked folder of the store is refused, never written through.
+    """
+    root = tmpdir.parent
+    rel = relative_to_store(root, path)
+    folder, _, name = rel.rpartition("/")
+    tmp_name = temp_name(name, HOST_TAG, os.getpid(), secrets.token_hex(4))
+    tfd = pfd = None
+    created = False
     try:
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        except FileNotFoundError:
-            # tmp/ is made on first need (a clone has none); a mkdir on every write costs more than the retry.
-            tmpdir.mkdir(exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        tfd = dir_fd(root, relative_to_store(root, tmpdir), create=True)
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=tfd)
+        created = True
         try:
             view = memoryview(data)
             while view:
@@ -82,26 +89,28 @@ def atomic_write(path: Path, data: bytes, *, tmpdir: Path, mode: int = 0o644, du
                 os.fsync(fd)
         finally:
             os.close(fd)
-        try:
-            os.replace(tmp, path)
-        except FileNotFoundError:
-            # git drops folders it has emptied (cache/ or stage/ after a checkout): make the folder again.
-            if path.parent.is_dir():
-                raise
-            make_dirs(path.parent)
-            os.replace(tmp, path)
+        # The folder is opened (made again if git dropped it after emptying it) without following symlinks;
+        # a rename replaces a symlink at path itself, never its target.
+        pfd = dir_fd(root, folder, create=True, durable=durable)
+        os.replace(tmp_name, name, src_dir_fd=tfd, dst_dir_fd=pfd)
+        created = False
+        if durable:
+            os.fsync(pfd)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if created and tfd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=tfd)
         raise translate_os_error(exc, "write", path) from exc
-    if durable:
-        fsync_dir(path.parent)
+    finally:
+        for fd in (tfd, pfd):
+            if fd is not None:
+                os.close(fd)
 
 
 def append_bytes(path: Path, data: bytes) -> None:
-    """Append bytes to a file in one write, ending any torn last line first (caller holds the lock)."""
+    """Append bytes to a top-level store file in one write, ending any torn last line first (caller holds the lock)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_in(path.parent, path.name, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -111,5 +120,7 @@ def append_bytes(path: Path, data: bytes) -> None:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
+    except StoreUnsafeError:
+        raise
     except OSError as exc:
         raise translate_os_error(exc, "append to", path) from exc

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from nbstore.errors import StoreBusyError, StoreWriteError
+from nbstore.errors import StoreBusyError, StoreUnsafeError, StoreWriteError
+from nbstore.store.safeio import open_in, opened_dir, unlink_in
+from nbstore.untrusted import loads_bounded
 
 __all__ = ["CLAIMS_DIR", "DEFAULT_LOCK_TIMEOUT", "Claim", "idle_claims", "lock_timeout", "store_lock", "try_claim"]
 
@@ -31,7 +33,8 @@ def store_lock(path: Path, *, timeout: float | None = None) -> Iterator[None]:
 
     wait = lock_timeout() if timeout is None else timeout
     try:
-        fh = open(path, "a+b")  # noqa: SIM115 - the lock lives as long as the handle
+        # Never through a symlink: a committed `lock` link must not create or lock a file elsewhere.
+        fh = os.fdopen(open_in(path.parent, path.name, os.O_RDWR | os.O_CREAT), "r+b")
     except OSError as exc:
         raise StoreWriteError(f"cannot open the store lock {path}: {exc.strerror}") from exc
     try:
@@ -121,16 +124,15 @@ class Claim:
 def _claims_folder(store_root: Path) -> Path:
     folder = store_root / CLAIMS_DIR
     try:
-        folder.mkdir(exist_ok=True)
-        ignore = folder / ".gitignore"
-        if not ignore.exists():
-            # Stores created before claims existed do not ignore the folder at their top level.
-            with suppress(FileExistsError):
-                fd = os.open(ignore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                try:
-                    os.write(fd, b"*\n")
-                finally:
-                    os.close(fd)
+        # Stores created before claims existed do not ignore the folder at their top level.
+        with opened_dir(store_root, CLAIMS_DIR, create=True) as dfd, suppress(FileExistsError):
+            fd = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+            try:
+                os.write(fd, b"*\n")
+            finally:
+                os.close(fd)
+    except StoreUnsafeError as exc:
+        raise StoreWriteError(f"cannot use the claims folder: {exc}") from exc
     except OSError as exc:
         raise StoreWriteError(f"cannot create the claims folder {folder}: {exc.strerror}") from exc
     return folder
@@ -138,17 +140,20 @@ def _claims_folder(store_root: Path) -> Path:
 
 def try_claim(store_root: Path, key: str) -> Claim | None:
     """Take the claim on a notebook key without waiting; return None if another process holds it."""
-    import json
     import time
 
     import portalocker
 
     if len(key) != 32 or not set(key) <= _KEY_CHARS:
         raise ValueError(f"not a notebook key: {key!r}")
-    path = _claims_folder(Path(store_root)) / key
+    store_root = Path(store_root)
+    path = _claims_folder(store_root) / key
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            # No symlink followed: a committed claims/<key> link must not truncate a file elsewhere.
+            fd = open_in(store_root, f"{CLAIMS_DIR}/{key}", os.O_RDWR | os.O_CREAT)
+        except StoreUnsafeError as exc:
+            raise StoreWriteError(f"cannot use the claim: {exc}") from exc
         except OSError as exc:
             raise StoreWriteError(f"cannot open the claim {path}: {exc.strerror}") from exc
         fh = os.fdopen(fd, "r+b")
@@ -165,7 +170,7 @@ def try_claim(store_root: Path, key: str) -> Claim | None:
         fh.close()  # gc removed this idle claim file after it was opened: claim the one now at path
     try:
         raw = fh.read(65536)
-        previous = json.loads(raw) if raw else None
+        previous = loads_bounded(raw) if raw else None
         if not isinstance(previous, dict):
             previous = None
     except (OSError, ValueError):
@@ -182,7 +187,7 @@ def try_claim(store_root: Path, key: str) -> Claim | None:
 def _still_at(fh, path: Path) -> bool:
     """True if the open file is still the one at path (gc may have unlinked it in between)."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return False
     own = os.fstat(fh.fileno())
@@ -195,9 +200,11 @@ def idle_claims(store_root: Path, min_age: float, *, remove: bool) -> list[tuple
 
     import portalocker
 
-    folder = Path(store_root) / CLAIMS_DIR
+    store_root = Path(store_root)
+    folder = store_root / CLAIMS_DIR
     try:
-        names = sorted(os.listdir(folder))
+        with opened_dir(store_root, CLAIMS_DIR) as dfd:
+            names = sorted(os.listdir(dfd))
     except FileNotFoundError:
         return []
     found = []
@@ -207,9 +214,11 @@ def idle_claims(store_root: Path, min_age: float, *, remove: bool) -> list[tuple
             continue
         path = folder / name
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - closed below, after the unlink it guards
+            fh = os.fdopen(open_in(store_root, f"{CLAIMS_DIR}/{name}"), "rb")
         except FileNotFoundError:
             continue
+        except StoreUnsafeError:
+            continue  # not a claim nbstore made: verify reports it, nothing here touches it
         with fh:
             st = os.fstat(fh.fileno())
             if now - st.st_mtime < min_age:
@@ -222,6 +231,6 @@ def idle_claims(store_root: Path, min_age: float, *, remove: bool) -> list[tuple
                 continue
             if remove:
                 # Unlinked while locked: a process that opened it meanwhile sees it gone once it locks it.
-                os.unlink(path)
+                unlink_in(store_root, f"{CLAIMS_DIR}/{name}")
             found.append((path, st.st_size))
     return found

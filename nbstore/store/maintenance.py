@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
-import json
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,18 +16,38 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nbstore.errors import StoreCorruptError, StoreFormatError, StoreNotFoundError, StoreWriteError
+from nbstore.errors import StoreCorruptError, StoreFormatError, StoreNotFoundError, StoreUnsafeError, StoreWriteError
 from nbstore.indexfile import IndexState, load
 from nbstore.layout import FORMAT, temp_writer
 from nbstore.records import dump_json, parse_config
 from nbstore.store.folder import DEFAULT_CACHE_LIMIT
 from nbstore.store.fsio import atomic_write, translate_os_error, writer_is_dead
 from nbstore.store.locking import CLAIMS_DIR, idle_claims, store_lock
+from nbstore.store.objects import read_object
+from nbstore.store.safeio import (
+    MAX_CONFIG_BYTES,
+    MAX_INDEX_BYTES,
+    MAX_OBJECT_BYTES,
+    MAX_RECORD_BYTES,
+    kind_of,
+    open_in,
+    opened_dir,
+    read_in,
+    relative_to_store,
+    unlink_in,
+)
+from nbstore.untrusted import artifact_name_problem, loads_bounded
 
 if TYPE_CHECKING:
     from nbstore.store.cache import NbStore
 
-__all__ = ["DEFAULT_MIN_TEMP_AGE", "GcReport", "Problem", "VerifyReport", "gc", "verify"]
+__all__ = ["DEFAULT_MIN_TEMP_AGE", "LEFTOVER_KINDS", "GcReport", "Problem", "VerifyReport", "gc", "verify"]
+
+#: Problem kinds that are leftovers of an interrupted write, not damage: verify reports them, gc removes them.
+LEFTOVER_KINDS = frozenset({"stale-temp"})
+
+# Deepest folder nesting verify looks into (a store is three deep; deeper is tampering, reported, not walked).
+_MAX_WALK_DEPTH = 8
 
 #: Temp files younger than this (seconds) may belong to a live writer, so they are left alone (unless the
 #: writer their name records has exited).
@@ -58,8 +79,13 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """True when no problem is left unrepaired."""
-        return all(p.repaired for p in self.problems)
+        """True when no problem is left unrepaired (leftovers of interrupted writes are not damage)."""
+        return all(p.repaired or p.kind in LEFTOVER_KINDS for p in self.problems)
+
+    @property
+    def leftovers(self) -> tuple[Problem, ...]:
+        """The unrepaired leftovers of interrupted writes (temp files), which lose nothing and gc removes."""
+        return tuple(p for p in self.problems if p.kind in LEFTOVER_KINDS and not p.repaired)
 
 
 @dataclass(frozen=True)
@@ -78,42 +104,90 @@ def _rel(store: NbStore, path: Path) -> str:
     return path.relative_to(store.path).as_posix()
 
 
-def _hash_file(path: Path) -> str:
+def _hash_file(store: NbStore, path: Path) -> str:
+    # Streamed: an object is hashed in bounded memory whatever its size (it is a regular file, never a link).
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
+    fd = open_in(store.path, _rel(store, path))
+    try:
+        for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
             digest.update(chunk)
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 
-def _object_files(store: NbStore) -> Iterator[tuple[Path, str | None]]:
-    """Yield every file under objects/ with its object id (None when the name is not an object's)."""
-    root = store.layout.objects
+def _scan(store: NbStore, reldir: str) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of each entry of a store folder, by name; the folder opened without following a symlink."""
+    out = []
     try:
-        fans = sorted(os.scandir(root), key=lambda e: e.name)
-    except FileNotFoundError:
-        return
-    for fan in fans:
-        if not fan.is_dir(follow_symlinks=False):
-            yield Path(fan.path), None
+        with opened_dir(store.path, reldir) as dfd, os.scandir(dfd) as entries:
+            for entry in entries:
+                try:
+                    out.append((entry.name, entry.stat(follow_symlinks=False)))
+                except FileNotFoundError:
+                    continue  # renamed or removed by a writer meanwhile
+    except (FileNotFoundError, StoreUnsafeError):
+        return []  # an unsafe folder is reported by _unsafe_entries
+    return sorted(out, key=lambda item: item[0])
+
+
+def _object_files(store: NbStore) -> Iterator[tuple[Path, str | None]]:
+    """Yield every file under objects/ with its object id (None when the name or type is not an object's)."""
+    root = store.layout.objects
+    for fan, fan_st in _scan(store, "objects"):
+        if not stat.S_ISDIR(fan_st.st_mode):
+            yield root / fan, None
             continue
-        for entry in sorted(os.scandir(fan.path), key=lambda e: e.name):
-            ok = _HEX2.fullmatch(fan.name) and _HEX62.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
-            yield Path(entry.path), (fan.name + entry.name) if ok else None
+        for name, st in _scan(store, f"objects/{fan}"):
+            ok = _HEX2.fullmatch(fan) and _HEX62.fullmatch(name) and stat.S_ISREG(st.st_mode)
+            yield root / fan / name, (fan + name) if ok else None
 
 
 def _temp_files(store: NbStore) -> Iterator[tuple[Path, os.stat_result]]:
-    try:
-        entries = sorted(os.scandir(store.layout.tmp), key=lambda e: e.name)
-    except FileNotFoundError:
-        return
-    for entry in entries:
+    for name, st in _scan(store, "tmp"):
+        if stat.S_ISREG(st.st_mode):
+            yield store.layout.tmp / name, st
+
+
+# What each top-level name of a store must be (anything else there is left alone: it is not nbstore's).
+_TOP_FILES = ("nbstore.json", "index", "lock", ".gitignore", ".gitattributes")
+_TOP_FOLDERS = ("objects", "cache", "stage", "tmp", "claims")
+_QUARANTINE = "quarantine"  # checked, never walked: it holds what repair put aside, symlinks included
+
+
+def _unsafe_entries(store: NbStore) -> list[tuple[str, str]]:
+    """Every symlink, special file or wrong-typed file in the store (quarantine/ aside): (relative path, why).
+
+    Nothing is followed: folders are walked through no-follow fds, each entry judged by its lstat.
+    """
+    found: list[tuple[str, str]] = []
+    for name in (*_TOP_FILES, *_TOP_FOLDERS, _QUARANTINE):
         try:
-            st = entry.stat(follow_symlinks=False)
+            st = os.lstat(store.path / name)
         except FileNotFoundError:
-            continue  # its writer renamed it into place meanwhile
-        if not entry.is_dir(follow_symlinks=False):
-            yield Path(entry.path), st
+            continue
+        want_dir = name in _TOP_FOLDERS or name == _QUARANTINE
+        if (
+            stat.S_ISLNK(st.st_mode)
+            or stat.S_ISDIR(st.st_mode) != want_dir
+            or not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode))
+        ):
+            want = "a folder" if want_dir else "a regular file"
+            found.append((name, f"is {kind_of(st.st_mode)}, not {want}: nbstore never follows or uses it"))
+    bad_top = {rel for rel, _ in found}
+    pending = [(name, 1) for name in _TOP_FOLDERS if name not in bad_top and (store.path / name).is_dir()]
+    while pending:
+        reldir, depth = pending.pop()
+        for name, st in _scan(store, reldir):
+            rel = f"{reldir}/{name}"
+            if stat.S_ISDIR(st.st_mode):
+                if depth >= _MAX_WALK_DEPTH:
+                    found.append((rel, f"is nested more than {_MAX_WALK_DEPTH} folders deep"))
+                else:
+                    pending.append((rel, depth + 1))
+            elif not stat.S_ISREG(st.st_mode):
+                found.append((rel, f"is {kind_of(st.st_mode)}, not a regular file: nbstore never follows or uses it"))
+    return sorted(found)
 
 
 def _stale_temps(store: NbStore, min_temp_age: float) -> Iterator[tuple[Path, os.stat_result, str]]:
@@ -130,9 +204,9 @@ def _stale_temps(store: NbStore, min_temp_age: float) -> Iterator[tuple[Path, os
 def _raw_index(store: NbStore) -> tuple[IndexState | None, int]:
     """Replay the whole index file from scratch (None if there is none); return it and its bad line count."""
     try:
-        data = store.layout.index.read_bytes()
-    except FileNotFoundError:
-        return None, 0
+        data = read_in(store.path, "index", MAX_INDEX_BYTES, what="index")
+    except (FileNotFoundError, StoreUnsafeError):
+        return None, 0  # an unsafe index is reported by _unsafe_entries or as oversized, and rebuilt
     state, end = load(data)
     # A torn last line (no newline yet) counts as damage here, as parse_lines counts it.
     return state, state.bad_lines + (end < len(data))
@@ -143,9 +217,11 @@ def _config_problem(store: NbStore) -> tuple[str | None, dict, str]:
     defaults = {"format": FORMAT, "cache_limit": DEFAULT_CACHE_LIMIT}
     reset = "; rewritten with default settings"
     try:
-        raw = store.layout.config.read_bytes()
+        raw = read_in(store.path, "nbstore.json", MAX_CONFIG_BYTES, what="settings file")
     except FileNotFoundError:
         return "nbstore.json is missing", defaults, reset
+    except StoreUnsafeError as exc:
+        return f"nbstore.json is refused ({exc})", defaults, reset
     except OSError as exc:
         return f"nbstore.json cannot be read: {exc.strerror}", defaults, reset
     try:
@@ -183,7 +259,7 @@ def _locked(store: NbStore, *, required: bool) -> Iterator[bool]:
         try:
             stack.enter_context(store_lock(store.layout.lock))
             locked = True
-        except StoreWriteError:
+        except (StoreWriteError, StoreUnsafeError):
             if required:
                 raise
             locked = False
@@ -199,13 +275,31 @@ class _Quarantine:
         self.root = store.layout.quarantine / f"{stamp}-{os.getpid()}"
 
     def move(self, path: Path) -> bool:
-        target = self.root / _rel(self.store, path)
+        """Rename path (the entry itself, never what a symlink points to) into this repair's quarantine folder."""
+        rel = _rel(self.store, path)
+        if rel == _QUARANTINE:
+            return self._move_quarantine()
+        folder, _, name = rel.rpartition("/")
+        target = relative_to_store(self.store.path, self.root) + (f"/{folder}" if folder else "")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-        except OSError:
+            with (
+                opened_dir(self.store.path, folder) as src,
+                opened_dir(self.store.path, target, create=True) as dst,
+            ):
+                os.replace(name, name, src_dir_fd=src, dst_dir_fd=dst)
+        except (OSError, StoreUnsafeError):
             return False
         return True
+
+    def _move_quarantine(self) -> bool:
+        """Put aside a quarantine/ that is not a folder: renamed at the top, then moved into a new quarantine/."""
+        aside = f"quarantine-{self.root.name}"
+        try:
+            with opened_dir(self.store.path, "") as top:
+                os.replace(_QUARANTINE, aside, src_dir_fd=top, dst_dir_fd=top)
+        except OSError:
+            return False
+        return self.move(self.store.path / aside)
 
 
 def _record_refs(rec: dict) -> list[tuple[str, str]]:
@@ -224,8 +318,12 @@ def _record_damage(store: NbStore, rec: dict, present: set[str], corrupt: dict[s
             return f"its {what} object {oid} is corrupt"
         if oid not in present:
             return f"its {what} object {oid} is missing"
+    for name in rec.get("artifacts") or {}:
+        problem = artifact_name_problem(name)
+        if problem is not None:
+            return f"its artifact name {name!r} {problem} (artifact names are plain relative paths)"
     try:
-        nb = json.loads(store.layout.object_path(rec["notebook"]).read_bytes())
+        nb = loads_bounded(read_object(store.layout, rec["notebook"], check=False))
     except (OSError, ValueError) as exc:
         return f"its notebook object {rec['notebook']} is not a readable notebook ({exc})"
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
@@ -241,12 +339,29 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
     _check_exists(store)
     problems: list[Problem] = []
     config_issue, settings, repair_note = _config_problem(store)
+    unsafe = [(rel, why) for rel, why in _unsafe_entries(store) if rel != "nbstore.json"]
+    unsafe_paths = {store.path / rel for rel, _why in unsafe}
+    quarantine = _Quarantine(store)
+    if repair and "lock" in dict(unsafe):
+        # The lock itself is not a lock nbstore can take: put it aside first (a new one is made at once).
+        unsafe = [
+            (rel, why + ("; moved to quarantine" if quarantine.move(store.layout.lock) else ""))
+            if rel == "lock"
+            else (rel, why)
+            for rel, why in unsafe
+        ]
     with _locked(store, required=repair):
-        quarantine = _Quarantine(store)
+        for rel, why in unsafe:
+            if rel == "lock":
+                fixed = why.endswith("; moved to quarantine")
+            else:
+                fixed = repair and quarantine.move(store.path / rel)
+                why += "; moved to quarantine" if fixed else ""
+            problems.append(Problem("unsafe-file", rel, why, fixed))
         if config_issue is not None:
             fixed = False
             if repair:
-                if store.layout.config.exists():
+                if os.path.lexists(store.layout.config):
                     quarantine.move(store.layout.config)
                 atomic_write(store.layout.config, dump_json(settings), tmpdir=store.layout.tmp)
                 fixed = True
@@ -258,14 +373,21 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
         strays: list[Path] = []
         objects_checked = 0
         for path, oid in _object_files(store):
+            if path in unsafe_paths:
+                continue
             if oid is None:
                 strays.append(path)
                 continue
             objects_checked += 1
             try:
-                actual = _hash_file(path)
-            except OSError as exc:
-                actual = f"unreadable ({exc.strerror})"
+                size = os.lstat(path).st_size
+                if size > MAX_OBJECT_BYTES:
+                    # Never served (read_object refuses it): not worth reading gigabytes to say so.
+                    corrupt[oid] = f"oversized: it is {size} bytes, more than the {MAX_OBJECT_BYTES} an object may hold"
+                    continue
+                actual = _hash_file(store, path)
+            except (OSError, StoreUnsafeError) as exc:
+                actual = f"unreadable ({getattr(exc, 'strerror', None) or exc})"
             if actual != oid:
                 corrupt[oid] = actual
             else:
@@ -274,6 +396,7 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
         # Records: what the sidecars say, against the objects and the index.
         raw, bad_lines = _raw_index(store)
         scanned, unreadable, conflicted = store._scan_sidecars(raw or IndexState())
+        unreadable = [(path, reason) for path, reason in unreadable if path not in unsafe_paths]
         records_checked = len(scanned.cache) + len(scanned.stage) + len(unreadable)
         damaged: dict[str, str] = {}
         for name in sorted(scanned.cache):
@@ -301,7 +424,12 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
         for oid, actual in sorted(corrupt.items()):
             path = store.layout.object_path(oid)
             fixed = repair and quarantine.move(path)
-            detail = f"bytes hash to {actual}, not to the object's name" + ("; moved to quarantine" if fixed else "")
+            why = (
+                actual.removeprefix("oversized: ")
+                if actual.startswith("oversized: ")
+                else f"bytes hash to {actual}, not to the object's name"
+            )
+            detail = why + ("; moved to quarantine" if fixed else "")
             problems.append(Problem("corrupt-object", _rel(store, path), detail, fixed))
         for path in strays:
             fixed = repair and quarantine.move(path)
@@ -351,6 +479,10 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
 
         # Index: torn or garbled lines, or a table that disagrees with the sidecars while claiming to agree.
         index_issues: list[str] = []
+        with contextlib.suppress(OSError):
+            size = os.lstat(store.layout.index).st_size
+            if size > MAX_INDEX_BYTES and "index" not in dict(unsafe):
+                index_issues.append(f"{size} bytes, more than the {MAX_INDEX_BYTES} an index may hold (not read)")
         if raw is not None:
             if bad_lines:
                 index_issues.append(f"{bad_lines} torn or garbled line(s)")
@@ -373,13 +505,15 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
             fixed = False
             if repair:
                 try:
-                    os.unlink(path)
+                    unlink_in(store.path, _rel(store, path))
                     fixed = True
                 except FileNotFoundError:
                     fixed = True
-                except OSError:
+                except (OSError, StoreUnsafeError):
                     fixed = False
-            detail = f"temp file left by an interrupted write ({why})" + ("; removed" if fixed else "")
+            detail = f"leftover temp file of an interrupted write ({why}; it loses nothing)" + (
+                "; removed" if fixed else "; `nbstore gc` removes it"
+            )
             problems.append(Problem("stale-temp", _rel(store, path), detail, fixed))
 
         rebuilt = False
@@ -408,14 +542,25 @@ def verify(store: NbStore, *, repair: bool = False, min_temp_age: float = DEFAUL
 def _referenced(store: NbStore) -> set[str]:
     """Every object id any record file mentions: sidecars, quarantined files, and the index's copies."""
     refs: set[str] = set()
-    for folder in (store.layout.cache, store.layout.quarantine):
-        for dirpath, _dirs, files in os.walk(folder):
-            for fname in files:
-                try:
-                    refs.update(m.decode() for m in _OID.findall(Path(dirpath, fname).read_bytes()))
-                except OSError as exc:
-                    # An unreadable record might name any object: refuse rather than guess.
-                    raise translate_os_error(exc, "read", Path(dirpath, fname)) from exc
+    pending = [("cache", 1), ("quarantine", 1)]
+    while pending:
+        reldir, depth = pending.pop()
+        for name, st in _scan(store, reldir):
+            rel = f"{reldir}/{name}"
+            if stat.S_ISDIR(st.st_mode):
+                if depth < _MAX_WALK_DEPTH:
+                    pending.append((rel, depth + 1))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a symlink names nothing nbstore reads (verify reports it)
+            try:
+                data = read_in(store.path, rel, MAX_RECORD_BYTES, what="record file")
+            except StoreUnsafeError:
+                continue  # larger than any record: a quarantined object, not a record
+            except OSError as exc:
+                # An unreadable record might name any object: refuse rather than guess.
+                raise translate_os_error(exc, "read", store.path / rel) from exc
+            refs.update(m.decode() for m in _OID.findall(data))
     raw, _bad = _raw_index(store)
     if raw is not None:
         for rec in raw.cache.values():
@@ -447,7 +592,7 @@ def gc(store: NbStore, *, dry_run: bool = False, min_temp_age: float = DEFAULT_M
             if oid is None or oid in live:
                 continue
             try:
-                doomed.append((path, path.stat().st_size))
+                doomed.append((path, os.lstat(path).st_size))
             except FileNotFoundError:
                 continue
         for path, st, _why in _stale_temps(store, min_temp_age):
@@ -463,7 +608,7 @@ def gc(store: NbStore, *, dry_run: bool = False, min_temp_age: float = DEFAULT_M
         for path, size in doomed:
             if not dry_run:
                 try:
-                    os.unlink(path)
+                    unlink_in(store.path, _rel(store, path))
                 except FileNotFoundError:
                     continue
                 except OSError as exc:

@@ -6,9 +6,11 @@ import json
 import os
 import zlib
 
-from nbstore.errors import RecordNotFoundError
+from nbstore.errors import RecordNotFoundError, StoreUnsafeError
 from nbstore.records import format_time, parse_time
 from nbstore.store.cache import RELATIVE_URI, NbStore, notebook_file_key
+from nbstore.store.safeio import open_in
+from nbstore.untrusted import loads_bounded
 
 __all__ = ["cache_rows", "canonical_time", "match_file_pk", "match_pk", "status_rows"]
 
@@ -71,6 +73,8 @@ def status_rows(store: NbStore) -> list[dict]:
         uri = store._abs_uri(rec["uri"])
         key = keys.get(pk)
         match = cache.get(key) if key else None
+        if match is not None and not store._sidecar_has_objects(match):
+            match = None  # a record whose objects are gone is no hit: the notebook is outdated
         seconds = None
         reason = reasons.get(pk, "")
         if key is None:
@@ -109,8 +113,8 @@ def _index_is_current(store: NbStore) -> bool:
     names then holds exactly what the index does (pk clashes included: a rebuild resolves them first).
     """
     try:
-        fd = os.open(store.layout.index, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
+        fd = open_in(store.path, "index")
+    except (OSError, StoreUnsafeError):
         return False
     try:
         size = os.fstat(fd).st_size
@@ -126,7 +130,7 @@ def _index_is_current(store: NbStore) -> bool:
     try:
         if int(line[:8], 16) != zlib.crc32(body):
             return False
-        entry = json.loads(body)
+        entry = loads_bounded(body)
     except ValueError:
         return False
     return isinstance(entry, dict) and entry.get("op") == "sync" and entry.get("fp") == store._fingerprint()
@@ -137,11 +141,11 @@ def match_pk(store: NbStore, key: str) -> int:
     store._check_format()
     if store._state is None and _index_is_current(store):
         try:
-            fd = os.open(store.layout.cache_sidecar(key), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = open_in(store.path, f"cache/{key}.json")
         except FileNotFoundError:
             raise RecordNotFoundError(f"Cache record not found for NB with hashkey: {key}") from None
-        except OSError:
-            fd = None
+        except (OSError, StoreUnsafeError):
+            fd = None  # the full path reports it
         if fd is not None:
             try:
                 # A record file is a few hundred bytes; a larger one is read the slow way, with its checks.
@@ -149,12 +153,13 @@ def match_pk(store: NbStore, key: str) -> int:
             finally:
                 os.close(fd)
             try:
-                rec = json.loads(data)
+                rec = loads_bounded(data)
                 store._check_sidecar("cache", rec, key)
             except (ValueError, KeyError, TypeError):
                 pass  # damaged or in a git conflict: the full path decides
             else:
-                return rec["pk"]
+                if store._sidecar_has_objects(rec):
+                    return rec["pk"]
     return store.match_cache_key(key).pk
 
 
