@@ -407,10 +407,10 @@ def cache_show(ctx: typer.Context, pk: CacheId, as_json: JsonOption = False) -> 
         ("Description", record.description),
         ("Data", render.format_data(record.data)),
         ("Notebook object", record.notebook),
-        ("Artifacts", "\n".join(sorted(record.artifacts)) or "none"),
+        ("Artifacts", sorted(record.artifacts)),
     ]
     if render.key_input_lines(record.inputs):
-        pairs.append(("Key inputs", "\n".join(render.key_input_lines(record.inputs))))
+        pairs.append(("Key inputs", render.key_input_lines(record.inputs)))
     render.show(render.detail_table(pairs))
 
 
@@ -669,14 +669,14 @@ def stage_show(ctx: typer.Context, target: StageRef, as_json: JsonOption = False
         ("Hashkey", key or ""),
         ("Key rule", info.rule if key else ""),
         ("Staged", render.local_time(record.created)),
-        ("Assets", "\n".join(render.display_path(a) for a in record.assets) or "none"),
+        ("Assets", [render.display_path(a) for a in record.assets]),
         ("Reader", record.reader),
     ]
     if record.depends or record.env:
         declared = [*(f"depends {d}" for d in record.depends), *(f"env {e}" for e in record.env)]
-        pairs.append(("Declared", "\n".join(declared)))
+        pairs.append(("Declared", declared))
     if render.key_input_lines(inputs):
-        pairs.append(("Key inputs", "\n".join(render.key_input_lines(inputs))))
+        pairs.append(("Key inputs", render.key_input_lines(inputs)))
     render.show(render.detail_table(pairs))
     if record.traceback:
         render.print_note("\nTraceback of the last run:", style="bold red", stderr=False)

@@ -402,12 +402,19 @@ def execute_table(rows: Iterable[dict]) -> Grid:
 
 
 def detail_table(pairs: Iterable[tuple[str, Any]]) -> Table:
-    """Return a two-column 'field  value' grid (what the show commands print)."""
+    """Return a two-column 'field  value' grid; a list value is shown one escaped item per line."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for name, value in pairs:
-        grid.add_row(name, value if isinstance(value, Text) else Text(safe_text(str(value))))
+        if isinstance(value, Text):
+            cell = value
+        elif isinstance(value, (list, tuple)):
+            # Each item is one-line store text; only the separators nbstore adds may break the line.
+            cell = Text("\n".join(safe_text(str(item)) for item in value) if value else "none")
+        else:
+            cell = Text(safe_text(str(value)))
+        grid.add_row(name, cell)
     return grid
 
 
