@@ -106,6 +106,77 @@ class IndexState:
     fingerprint: list | None = None
     header: dict | None = None
     bad_lines: int = 0
+    # pk -> name per kind, built on the first lookup and kept up to date by apply(): derived, never written.
+    _pks: dict = field(default_factory=dict, repr=False, compare=False)
+    _clashes: set = field(default_factory=set, repr=False, compare=False)  # kinds whose map saw a shared pk
+
+    def name_of_pk(self, kind: str, pk: int) -> str | None:
+        """Return the name of the record of this kind with this pk (the first in table order on a clash), or None."""
+        table = self.cache if kind == "cache" else self.stage
+        pks = self._pks.get(kind)
+        if pks is None:
+            pks = self._build_pks(kind)
+        name = pks.get(pk)
+        if name is None:
+            return None
+        rec = table.get(name)
+        if rec is None or rec.get("pk") != pk:
+            # The table was changed without apply() (a rebuild's renumbering): map it again.
+            name = self._build_pks(kind).get(pk)
+        return name
+
+    def forget_pks(self) -> None:
+        """Drop the pk maps after changing a table directly (they are rebuilt on the next lookup)."""
+        self._pks.clear()
+        self._clashes.clear()
+
+    def _build_pks(self, kind: str) -> dict:
+        pks: dict = {}
+        clash = False
+        for name, rec in (self.cache if kind == "cache" else self.stage).items():
+            pk = rec.get("pk")
+            if type(pk) is not int:
+                continue  # an index is untrusted: such a record is never found by pk (a rebuild checks it)
+            if pk in pks:
+                clash = True
+            else:
+                pks[pk] = name
+        # With a clash, which record holds a pk depends on table order: apply() then drops the map instead.
+        if clash:
+            self._clashes.add(kind)
+        else:
+            self._clashes.discard(kind)
+        self._pks[kind] = pks
+        return pks
+
+    def _map_put(self, kind: str, name: str, old: dict | None, rec: dict) -> None:
+        pks = self._pks.get(kind)
+        if pks is None:
+            return
+        old_pk = old.get("pk") if old is not None else None
+        pk = rec.get("pk")
+        if type(old_pk) is int and old_pk != pk and pks.get(old_pk) == name:
+            if kind in self._clashes:
+                del self._pks[kind]
+                return
+            del pks[old_pk]
+        if type(pk) is not int:
+            return
+        holder = pks.get(pk)
+        if holder is None or holder == name:
+            pks[pk] = name
+        else:
+            del self._pks[kind]  # two records share a pk (a merge before its renumbering): rebuilt when asked
+
+    def _map_del(self, kind: str, name: str, old: dict | None) -> None:
+        pks = self._pks.get(kind)
+        old_pk = old.get("pk") if old is not None else None
+        if pks is None or type(old_pk) is not int or pks.get(old_pk) != name:
+            return
+        if kind in self._clashes:
+            del self._pks[kind]
+        else:
+            del pks[old_pk]
 
     def apply(self, entry: dict) -> None:
         """Apply one index entry to the state."""
@@ -118,12 +189,17 @@ class IndexState:
             self.header = entry
         elif op == "put" and kind in ("cache", "stage") and isinstance(entry.get("rec"), dict):
             table = self.cache if kind == "cache" else self.stage
-            table[name] = entry["rec"]
-            pk = entry["rec"].get("pk")
+            rec = entry["rec"]
+            if self._pks:
+                self._map_put(kind, name, table.get(name), rec)
+            table[name] = rec
+            pk = rec.get("pk")
             if isinstance(pk, int) and pk > self.high_water[kind]:
                 self.high_water[kind] = pk
         elif op == "del" and kind in ("cache", "stage"):
-            (self.cache if kind == "cache" else self.stage).pop(name, None)
+            old = (self.cache if kind == "cache" else self.stage).pop(name, None)
+            if self._pks:
+                self._map_del(kind, name, old)
             (self.touched if kind == "cache" else self.tracebacks).pop(name, None)
             if kind == "stage":
                 self.hashes.pop(name, None)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nbstore.indexfile import frame, parse_lines, replay
+from nbstore.indexfile import IndexState, frame, parse_lines, replay
 
 entries = st.lists(
     st.fixed_dictionaries(
@@ -94,3 +94,55 @@ def test_only_the_last_fingerprint_counts():
     assert bad == 0 and state.fingerprint == [2, 3] and set(state.cache) == {"k"} and state.touched == {"k": "x"}
     entries, _ = parse_lines(b"".join(lines[:3]), last_fingerprint_only=True)
     assert replay(entries).fingerprint is None
+
+
+def _scan(table: dict, pk: int):
+    """The pk lookup by linear scan: the first record in table order with this pk."""
+    return next((name for name, rec in table.items() if rec.get("pk") == pk and type(rec.get("pk")) is int), None)
+
+
+pk_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "del", "lookup"]),
+        st.sampled_from(["cache", "stage"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.integers(1, 3), st.just("x")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=400)
+@given(pk_ops)
+@example([("put", "cache", "a", 1), ("put", "cache", "b", 1), ("del", "cache", "a", 1)])
+@example([("put", "stage", "a", 1), ("put", "stage", "b", 1), ("put", "stage", "a", 2)])
+def test_pk_lookup_kept_by_replay_equals_a_scan(ops):
+    """After any puts (pk changes and shared pks too), deletes and lookups, the pk map answers as a table scan does."""
+    state = IndexState()
+    for op, kind, name, pk in ops:
+        if op == "lookup":
+            state.name_of_pk(kind, 1)  # builds the map midway, so later entries must keep it up to date
+        elif op == "put":
+            state.apply({"op": "put", "kind": kind, "name": name, "rec": {"pk": pk}})
+        else:
+            state.apply({"op": "del", "kind": kind, "name": name})
+        for k, table in (("cache", state.cache), ("stage", state.stage)):
+            for probe in range(0, 5):
+                assert state.name_of_pk(k, probe) == _scan(table, probe), (k, probe)
+
+
+def test_pk_lookups_build_the_map_once_however_many_records():
+    """Looking up 2000 pks among 20,000 records maps the table once; puts and deletes keep it without a rebuild."""
+    state = IndexState()
+    for i in range(1, 20_001):
+        state.apply({"op": "put", "kind": "cache", "name": f"k{i}", "rec": {"pk": i}})
+    builds = []
+    real = state._build_pks
+    state._build_pks = lambda kind: (builds.append(kind), real(kind))[1]
+    assert [state.name_of_pk("cache", pk) for pk in range(1, 20_001, 10)] == [f"k{i}" for i in range(1, 20_001, 10)]
+    state.apply({"op": "del", "kind": "cache", "name": "k7"})
+    state.apply({"op": "put", "kind": "cache", "name": "new", "rec": {"pk": 20_001}})
+    state.apply({"op": "put", "kind": "cache", "name": "k9", "rec": {"pk": 30_000}})
+    assert state.name_of_pk("cache", 7) is None and state.name_of_pk("cache", 20_001) == "new"
+    assert state.name_of_pk("cache", 9) is None and state.name_of_pk("cache", 30_000) == "k9"
+    assert builds == ["cache"]

@@ -301,10 +301,10 @@ class NbStore(ProjectAPI, StoreFolder):
         return sorted((self._cache_record(state, k) for k in state.cache), key=lambda r: r.pk)
 
     def _key_of_pk(self, state: IndexState, pk: int) -> str:
-        for key, rec in state.cache.items():
-            if rec["pk"] == pk:
-                return key
-        raise RecordNotFoundError(f"Cache record not found for pk: {pk}")
+        key = state.name_of_pk("cache", pk)
+        if key is None:
+            raise RecordNotFoundError(f"Cache record not found for pk: {pk}")
+        return key
 
     def get_cache_record(self, pk: int) -> NbCacheRecord:
         """Return the cache record with this pk (KeyError if there is none)."""
@@ -724,10 +724,10 @@ class NbStore(ProjectAPI, StoreFolder):
 
     def _stage_key(self, pk_or_uri: int | str | os.PathLike[str], state: IndexState) -> str:
         if isinstance(pk_or_uri, int) and not isinstance(pk_or_uri, bool):
-            for name, rec in state.stage.items():
-                if rec["pk"] == pk_or_uri:
-                    return name
-            raise RecordNotFoundError(f"Staged record not found for pk: {pk_or_uri}")
+            name = state.name_of_pk("stage", int(pk_or_uri))
+            if name is None:
+                raise RecordNotFoundError(f"Staged record not found for pk: {pk_or_uri}")
+            return name
         text = os.fspath(pk_or_uri)
         if isinstance(text, str) and text.isdigit() and not Path(text).exists():
             return self._stage_key(int(text), state)

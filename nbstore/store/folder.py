@@ -340,6 +340,7 @@ class StoreFolder:
                     table[name] = dict(table[name], pk=top)
                     changes.append((f"{kind}/{name}.json", pk, top))
             state.high_water[kind] = max(state.high_water[kind], top)
+        state.forget_pks()
         return changes
 
     def rebuild_index(self) -> IndexState:
