@@ -341,3 +341,26 @@ def test_readme_dependencies_example_prints_what_the_readme_shows(repo_copy):  #
         actual = chunk.rstrip("\n").splitlines()
         assert matches(expected, actual), f"$ {command}\n--- README\n" + "\n".join(expected) + "\n--- got\n" + chunk
     assert not (repo_copy / ".nbstore-deps").exists() and not (repo_copy / "iris.ipynb").exists()
+
+
+def test_a_notebook_object_is_keyed_with_the_path_it_was_read_from(tmp_path, monkeypatch):
+    """match/merge of a notebook object with path= resolve its declarations from that file's folder and record."""
+    book = tmp_path / "book"
+    (book / "data").mkdir(parents=True)
+    (book / "data" / "t.csv").write_text("1\n")
+    (book / "extra.txt").write_text("x\n")
+    path = write_nb(book / "nb.ipynb", make_nb(["print(1)"], meta={"nbstore": {"depends": ["data/*.csv"]}}))
+    cache = get_cache(tmp_path / ".nbstore")
+    cache.stage_notebook_file(path, depends=["extra.txt"])
+    record = cache.cache_notebook_file(path)
+    nb = json.loads(path.read_text())
+    monkeypatch.chdir(tmp_path)  # not the notebook's folder: without path=, data/*.csv matches nothing here
+    with pytest.raises(DependencyError, match=r"data/\*\.csv"):
+        cache.match_cache_notebook(nb)
+    assert cache.match_cache_notebook(nb, path=path).pk == record.pk
+    assert cache.key_of_file(path, nb=nb).key == record.hashkey == cache.key_of_file(path).key
+    pk, merged = cache.merge_match_into_notebook(nb, path=path)
+    assert pk == record.pk and merged["cells"][1]["outputs"][0]["text"] == "out 1\n"
+    (book / "extra.txt").write_text("changed\n")  # declared by the stage record only
+    with pytest.raises(KeyError):
+        cache.match_cache_notebook(nb, path=path)

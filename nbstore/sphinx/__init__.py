@@ -8,6 +8,7 @@ In conf.py::
     nbstore_executor = "local-parallel"      # the default
     nbstore_workers = None                   # None: one per CPU
     nbstore_retry_failed = False             # True: run again notebooks whose unchanged code failed before
+    nbstore_depends = {}                     # {"glob of notebooks": ["dependency glob", ...]}
 
 When Sphinx has decided which documents to read (event ``env-before-read-docs``, before ``-j`` readers fork),
 the notebooks among them that MyST-NB would take from its cache are staged in the store and the outdated ones
@@ -77,6 +78,17 @@ def _config_inited(app: Sphinx, config: Config) -> None:
         inside = None
     if inside and inside not in config.exclude_patterns:
         config.exclude_patterns.append(inside)
+    depends = config.nbstore_depends
+    if not isinstance(depends, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, (list, tuple)) and all(isinstance(g, str) and g for g in v)
+        for k, v in depends.items()
+    ):
+        from sphinx.errors import ConfigError
+
+        raise ConfigError(
+            "nbstore_depends must map globs of notebooks to lists of dependency globs, "
+            f"like {{'*.ipynb': ['data/*.csv']}}, not {depends!r}"
+        )
     workers = config.nbstore_workers
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         from sphinx.errors import ConfigError
@@ -96,6 +108,21 @@ _FAILURES: dict[str, Failure] = {}
 
 
 FAILURES_FILE = "nbstore-failures.json"
+
+# By docname, for each notebook keyed in the first phase (inherited by -j readers too): its dependency
+# files, and whether environment variables enter its key.
+_DEPENDENCIES: dict[str, tuple[tuple[str, ...], bool]] = {}
+
+
+def _doctree_read(app: Sphinx, doctree: Any) -> None:
+    # Told while the document is read (Sphinx forgets a document's dependencies when it reads it again), so
+    # that a later build reads it again when a dependency file changes; its key then tells if it must run.
+    files, has_env = _DEPENDENCIES.get(app.env.docname, ((), False))
+    for path in files:
+        app.env.note_dependency(path)
+    if has_env:
+        # Sphinx cannot see a variable change: such a notebook is read (and its key checked) in every build.
+        app.env.note_reread()
 
 
 def _load_failures(app: Sphinx) -> dict[str, Failure]:
@@ -124,6 +151,29 @@ def _executor_name(base: str, in_temp: bool) -> str:
     return base
 
 
+def _depends_of(app: Sphinx, path: str) -> tuple[str, ...]:
+    """The dependency globs nbstore_depends gives the notebook at path (config order, each once)."""
+    from sphinx.util.matching import Matcher
+
+    rel = Path(path).resolve().relative_to(Path(app.srcdir).resolve()).as_posix()
+    found: list[str] = []
+    for pattern, globs in (app.config.nbstore_depends or {}).items():
+        if Matcher([pattern])(rel):
+            found.extend(globs)
+    return tuple(dict.fromkeys(found))
+
+
+def _stage(store: Any, plan: Any, record: Any, depends: tuple[str, ...]) -> Any:
+    """Stage plan's notebook with the build's dependency globs, keeping what else its record declared."""
+    return store.stage_notebook_file(
+        plan.path,
+        record.assets if record is not None else (),
+        reader=plan.reader,
+        depends=depends,
+        env=record.env if record is not None else (),
+    )
+
+
 def run_outdated(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
     """Stage the notebooks among docnames that MyST-NB takes from its cache, and run the outdated ones."""
     from sphinx.errors import ExtensionError
@@ -140,18 +190,39 @@ def run_outdated(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> Non
     store = NbStore(store_path(app))
     try:
         keys = {r.hashkey for r in store.list_cache_records()}
+        staged = {r.uri: r for r in store.list_staged_records()} if store.exists() else {}
     except NbStoreError as exc:
         raise ExtensionError(f"nbstore_cache_path: {exc}") from exc
     remembered = {} if app.config.nbstore_retry_failed else _load_failures(app)
-    outdated, failed_before = [], []
+    outdated, failed_before, plan_keys = [], [], {}
     for plan in plans:
-        if plan.key in keys:
+        depends = _depends_of(app, plan.path)
+        record = staged.get(str(Path(plan.path).resolve()))
+        try:
+            # The stage record carries nbstore_depends: MyST-NB's lookups and the executor key it the same way.
+            if (record is None and depends) or (
+                record is not None and (record.depends != depends or record.reader != plan.reader)
+            ):
+                record = _stage(store, plan, record, depends)
+            info = store.key_of_file(plan.path, nb=plan.notebook)
+        except NbStoreError as exc:
+            log.warning("nbstore: not run before reading: %s", exc)
             continue
-        if plan.key in remembered:
+        key = info.key
+        folder = Path(plan.path).parent
+        inputs = info.inputs or {}
+        _DEPENDENCIES[plan.docname] = (
+            tuple(str(folder / rel) for rel in inputs.get("files", ())),
+            bool(inputs.get("env")),
+        )
+        plan_keys[plan.path] = key
+        if key in keys:
+            continue
+        if key in remembered:
             failed_before.append(plan)
-            _FAILURES[plan.key] = remembered[plan.key]
+            _FAILURES[key] = remembered[key]
         else:
-            outdated.append(plan)
+            outdated.append((plan, record, depends))
     log.info(
         "nbstore: %d of %d notebooks outdated, %d failed before with the same code (store %s)",
         len(outdated),
@@ -164,9 +235,9 @@ def run_outdated(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> Non
     if not outdated:
         return
     groups: dict[tuple, list[tuple[int, mystnb.Plan]]] = {}
-    for plan in outdated:
+    for plan, record, depends in outdated:
         try:
-            record = store.stage_notebook_file(plan.path, reader=plan.reader)
+            record = _stage(store, plan, record, depends)
         except NbStoreError as exc:
             log.warning("nbstore: not run before reading (MyST-NB will try): %s", exc)
             continue
@@ -200,16 +271,17 @@ def run_outdated(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> Non
         except NbStoreError as exc:
             raise ExtensionError(f"nbstore could not run the notebooks: {exc}") from exc
         for outcome in result.outcomes:
+            key = plan_keys[by_pk[outcome.pk].path]
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
             if outcome.status == "succeeded":
-                remembered.pop(by_pk[outcome.pk].key, None)
+                remembered.pop(key, None)
                 continue
             try:
                 text = store.get_staged_record(outcome.pk).traceback
             except NbStoreError:
                 text = ""
             failure = Failure(outcome.status, outcome.seconds, outcome.reason, text)
-            _FAILURES[by_pk[outcome.pk].key] = remembered[by_pk[outcome.pk].key] = failure
+            _FAILURES[key] = remembered[key] = failure
     if counts["excepted"] or counts["errored"] or app.config.nbstore_retry_failed:
         # Only excepted runs are worth remembering: an errored one (no kernel, a dead worker) may pass next time.
         _save_failures(app, {k: v for k, v in remembered.items() if v.status == "excepted"})
@@ -227,7 +299,9 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("nbstore_executor", DEFAULT_EXECUTOR, "", str)
     app.add_config_value("nbstore_workers", None, "", (int, type(None)))
     app.add_config_value("nbstore_retry_failed", False, "", bool)
+    app.add_config_value("nbstore_depends", {}, "", dict)
     app.connect("config-inited", _config_inited)
     app.connect("builder-inited", _builder_inited)
     app.connect("env-before-read-docs", run_outdated)
+    app.connect("doctree-read", _doctree_read)
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}

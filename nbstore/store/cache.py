@@ -199,9 +199,12 @@ class NbStore(ProjectAPI, StoreFolder):
         state = self._state_in_sync()
         return state.stage.get(stage_name(self._stored_uri(path.resolve())))
 
-    def key_of_file(self, path: str | os.PathLike[str], *, reader: str | None = None) -> KeyInfo:
-        """Return the key of the notebook file at path now, with its declarations (and its stage record's)."""
-        nb = _read_with(Path(path), self._reader_for(path, reader))
+    def key_of_file(self, path: str | os.PathLike[str], *, reader: str | None = None, nb: Any = None) -> KeyInfo:
+        """Return the key of the notebook file at path now, with its declarations (and its stage record's).
+
+        nb, if given, is the notebook as already read from path: it is keyed instead of reading the file again.
+        """
+        nb = _read_with(Path(path), self._reader_for(path, reader)) if nb is None else _plain(nb, source=str(path))
         path = Path(path)
         stage = self._stage_of_path(path) if self.exists() else None
         return self._notebook_key_info(nb, folder=str(path.absolute().parent), source=str(path), stage=stage)
@@ -392,11 +395,17 @@ class NbStore(ProjectAPI, StoreFolder):
             )
         return record
 
-    def match_cache_notebook(self, nb: Any) -> NbCacheRecord:
-        """Return the cache record whose key matches this notebook (KeyError naming the hashkey if none)."""
+    def match_cache_notebook(self, nb: Any, *, path: str | os.PathLike[str] | None = None) -> NbCacheRecord:
+        """Return the cache record whose key matches this notebook (KeyError naming the hashkey if none).
+
+        path is the file nb was read from: its folder and stage record resolve declared dependencies
+        (without it, the current folder does).
+        """
         if not isinstance(nb, dict):
             raise NotebookReadError(f"not a notebook: got {type(nb).__name__}")
         notebooks.check_structure(nb, source="notebook")
+        if path is not None:
+            return self.match_cache_key(self.key_of_file(path, nb=nb).key)
         # A notebook object has no folder: its declared dependencies are looked up from the current one.
         return self.match_cache_key(self._notebook_key_info(nb, folder=os.getcwd(), source="notebook").key)
 
@@ -420,10 +429,16 @@ class NbStore(ProjectAPI, StoreFolder):
         nb: Any,
         nb_meta: Iterable[str] | None = ("kernelspec", "language_info", "widgets"),
         cell_meta: Iterable[str] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
     ) -> tuple[int, Any]:
-        """Return (pk, notebook) with the matching cached outputs merged into a copy of nb."""
+        """Return (pk, notebook) with the matching cached outputs merged into a copy of nb (read from path if given)."""
+        plain = notebooks.to_v4(_plain(nb, source=str(path or "notebook")))
+        if path is not None:
+            folder = str(Path(path).absolute().parent)
+            pk, merged = self._merged(plain, nb_meta, cell_meta, folder=folder, path=Path(path))
+            return pk, notebooks.to_node(merged)
         # A notebook object has no folder: its declared dependencies are looked up from the current one.
-        plain = notebooks.to_v4(_plain(nb, source="notebook"))
         pk, merged = self._merged(plain, nb_meta, cell_meta, folder=os.getcwd())
         return pk, notebooks.to_node(merged)
 
