@@ -6,7 +6,9 @@ MyST-NB offers no plug point for its cache, so this module (and only this one) r
   would take from its cache;
 - it rebinds the four jupyter-cache names that MyST-NB's cache client (``myst_nb.core.execute.cache``)
   imported, to nbstore's ``jupyter_cache`` compatibility package, so that the client reads the nbstore
-  store; a notebook that failed in the first phase is not run a second time: its failure is handed over.
+  store; a notebook that failed in the first phase is not run a second time: its failure is handed over;
+- it wraps the client's ``start_client`` to know which file the notebook being matched was read from,
+  since MyST-NB matches the notebook object alone and declared dependencies are relative to its folder.
 """
 
 from __future__ import annotations
