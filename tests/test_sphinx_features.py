@@ -207,3 +207,71 @@ def test_declared_environment_variable_change_reruns_that_notebook(books, monkey
     book.build()
     assert book.kernel_starts() == 0
     assert "SETTING:second" in book.page("reads")
+
+
+def test_raise_on_error_stops_the_build_naming_the_failing_notebook(books) -> None:
+    """nb_execution_raise_on_error = True: a failing notebook stops the build with an error naming it (run once)."""
+    good = make_nb(_logged("good", "print('GO' + 'OD')"), executed=False)
+    failing = make_nb(_logged("failing", "raise ValueError('boom-' + 'xyz')"), executed=False)
+    book = books(conf="nb_execution_raise_on_error = True\n", notebooks={"good.ipynb": good, "failing.ipynb": failing})
+    done = book.build(ok=False)
+    assert done.returncode != 0
+    assert "ExecutionError" in done.stderr and str(book.src / "failing.ipynb") in done.stderr
+    assert book.runs().count("failing") == 1  # the first phase's run is the one reported, not a second
+
+
+def test_in_temp_runs_the_notebook_outside_its_source_folder(books) -> None:
+    """nb_execution_in_temp = True: the notebook's cwd is not its folder and the files it writes stay out of it."""
+    writes = make_nb(
+        _logged("writes", "print('CW' + 'D:' + os.getcwd())\nopen('written.txt', 'w').write('x')"), executed=False
+    )
+    book = books(conf="nb_execution_in_temp = True\n", notebooks={"writes.ipynb": writes})
+    book.build()
+    assert book.runs() == ["writes"]
+    page = book.page("writes")
+    cwd = page[page.index("CWD:") + 4 :].split("\n")[0].split("<")[0].strip()
+    assert Path(cwd).is_absolute() and Path(cwd).resolve() != book.src.resolve(), cwd
+    assert book.src.resolve() not in Path(cwd).resolve().parents
+    assert not list(book.src.rglob("written.txt")) and not list(book.root.rglob("written.txt"))
+    book.build("-E")
+    assert book.kernel_starts() == 0 and "CWD:" in book.page("writes")
+
+
+def test_timeout_allow_errors_and_exclude_patterns_per_notebook(books) -> None:
+    """A notebook sleeping past its mystnb timeout fails, others pass; allow_errors keeps errors; excluded don't run."""
+    slow = make_nb(
+        _logged("slow", "import time\ntime.sleep(60)", "print('SLOW' + 'DONE')"),
+        executed=False,
+        meta={"mystnb": {"execution_timeout": 2}},
+    )
+    quick = make_nb(_logged("quick", "print('QUI' + 'CK')"), executed=False)
+    erring = ["raise ValueError('ALLOWED-' + 'ERR')", "print('AFTER' + 'ERROR')"]
+    allowed = make_nb(_logged("allowed", *erring), executed=False, meta={"mystnb": {"execution_allow_errors": True}})
+    strict = make_nb(_logged("strict", *erring), executed=False)
+    excluded = make_nb(_logged("excluded", "print('EXCL' + 'UDED')"), executed=False)
+    conf = 'nb_execution_timeout = 120\nnb_execution_excludepatterns = ["skipped/*"]\n'
+    notebooks = {
+        "slow.ipynb": slow,
+        "quick.ipynb": quick,
+        "allowed.ipynb": allowed,
+        "strict.ipynb": strict,
+        "skipped/excluded.ipynb": excluded,
+    }
+    book = books(conf=conf, notebooks=notebooks)
+    done = book.build()
+    assert book.runs() == ["allowed", "quick", "slow", "strict"]
+    assert "QUICK" in book.page("quick")
+    assert "SLOWDONE" not in book.page("slow")
+    assert "ALLOWED-ERR" in book.page("allowed") and "AFTERERROR" in book.page("allowed")
+    assert "AFTERERROR" not in book.page("strict")
+    assert "EXCLUDED" not in book.page("skipped/excluded")
+    failed = [line for line in done.stderr.splitlines() if "Executing notebook failed" in line]
+    assert len(failed) == 2 and any("slow.ipynb" in line for line in failed)
+    assert any("strict.ipynb" in line for line in failed)
+    # The notebook's own timeout (2 s), not the build's (120 s), in MyST-NB's report.
+    assert (
+        "timed out while it was being executed, after 2.0 seconds"
+        in (book.out / "reports" / "slow.err.log").read_text()
+    )
+    store = get_cache(book.src / ".nbstore")
+    assert sorted(Path(r.uri).name for r in store.list_cache_records()) == ["allowed.ipynb", "quick.ipynb"]
