@@ -249,24 +249,33 @@ def _valid_snapshot(doc: object) -> bool:
     return True
 
 
-def parse_snapshot(line: bytes | memoryview) -> IndexState | None:
-    """Return the state a snapshot line holds, or None if it is torn, garbled or not a snapshot."""
-    view = memoryview(line)
-    if len(view) < 11 or view[:1] != SNAPSHOT_MARK or view[9:10] != b" ":
-        return None
-    body = view[10:]
-    if body[-1:] == b"\n":
-        body = body[:-1]
-    try:
-        if int(bytes(view[1:9]), 16) != zlib.crc32(body):
+def _snapshot_text(line: bytes | bytearray | memoryview) -> str | None:
+    """Return the JSON text of a snapshot line whose checksum holds, else None."""
+    with memoryview(line) as view:
+        if len(view) < 11 or view[:1] != SNAPSHOT_MARK or view[9:10] != b" ":
             return None
-        # Decoding from the view spares a copy of what may be tens of megabytes.
-        doc = json.loads(str(body, "utf-8"))
+        body = view[10:]
+        if body[-1:] == b"\n":
+            body = body[:-1]
+        try:
+            if int(bytes(view[1:9]), 16) != zlib.crc32(body):
+                return None
+            # Decoding from the view spares a copy of what may be tens of megabytes.
+            return str(body, "utf-8")
+        except ValueError:
+            return None
+        finally:
+            body.release()
+
+
+def _snapshot_state(text: str) -> IndexState | None:
+    try:
+        doc = json.loads(text)
     except (ValueError, RecursionError):
         return None
     if not _valid_snapshot(doc):
         return None
-    state = IndexState(
+    return IndexState(
         cache=doc["cache"],
         stage=doc["stage"],
         touched=doc["touched"],
@@ -274,7 +283,12 @@ def parse_snapshot(line: bytes | memoryview) -> IndexState | None:
         hashes=doc["hashes"],
         high_water=doc["hw"],
     )
-    return state
+
+
+def parse_snapshot(line: bytes | bytearray | memoryview) -> IndexState | None:
+    """Return the state a snapshot line holds, or None if it is torn, garbled or not a snapshot."""
+    text = _snapshot_text(line)
+    return None if text is None else _snapshot_state(text)
 
 
 @contextmanager
@@ -290,16 +304,17 @@ def _no_gc():
             gc.enable()
 
 
-def load(data: bytes) -> tuple[IndexState, int]:
+def load(data: bytes | bytearray) -> tuple[IndexState, int]:
     """Replay a whole index file (header, optional snapshot line, entries); return the state and bytes consumed.
 
-    Only whole lines are consumed: a line still being appended is left for the next read.
+    Only whole lines are consumed: a line still being appended is left for the next read. A bytearray is
+    emptied once its snapshot line is decoded, so that the file's bytes are not held while the state is built.
     """
     with _no_gc():
         return _load(data)
 
 
-def _load(data: bytes) -> tuple[IndexState, int]:
+def _load(data: bytes | bytearray) -> tuple[IndexState, int]:
     end = data.rfind(b"\n") + 1
     head_end = data.find(b"\n") + 1
     state = None
@@ -307,12 +322,30 @@ def _load(data: bytes) -> tuple[IndexState, int]:
     if head_end and data[head_end : head_end + 1] == SNAPSHOT_MARK:
         snap_end = data.find(b"\n", head_end) + 1
         if snap_end:
-            state = parse_snapshot(memoryview(data)[head_end:snap_end])
-            if state is not None:
-                header, bad = parse_lines(data[:head_end])
-                replay(header, state)
+            with memoryview(data) as view:
+                text = _snapshot_text(view[head_end:snap_end])
+            if text is not None:
+                head, log = bytes(data[:head_end]), bytes(data[snap_end:end])
+                if isinstance(data, bytearray):
+                    data.clear()  # the caller's copy of the file: tens of MB that the parse need not sit beside
+                data, end, start = log, end - snap_end, 0
+                state = _snapshot_state(text)
+                del text
+                if state is not None:
+                    header, bad = parse_lines(head)
+                    replay(header, state)
+                    state.bad_lines += bad
+                    consumed = snap_end
+                else:
+                    # A snapshot that parses to the wrong shape: the rest is replayed, and the index rebuilt.
+                    state = IndexState()
+                    state.bad_lines += 1
+                    replay(parse_lines(head)[0], state)
+                    consumed = snap_end
+                entries, bad = parse_lines(data[:end], last_fingerprint_only=True)
                 state.bad_lines += bad
-                start = snap_end
+                replay(entries, state)
+                return state, consumed + end
     if state is None:
         state = IndexState()
     entries, bad = parse_lines(data[start:end], last_fingerprint_only=True)

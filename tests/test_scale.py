@@ -215,3 +215,18 @@ def test_local_time_of_text_equals_the_datetime_conversion(zone, monkeypatch):
         monkeypatch.delenv("TZ")
         time.tzset()
         render._utc_offset.cache_clear()
+
+
+def test_loading_from_a_bytearray_gives_the_same_state_and_frees_the_file_bytes(tmp_path):
+    """load() of the index as a bytearray builds the state bytes give, and empties the bytearray (its memory)."""
+    store = nbstore.get_cache(tmp_path / "store")
+    paths = _grow(store, tmp_path / "nbs", 6)
+    store._write_index(store._state_in_sync())
+    store.set_staged_traceback(paths[0], "boom")  # a log line after the snapshot
+    data = (store.path / "index").read_bytes()
+    buf = bytearray(data)
+    state, end = load(buf)
+    expected, expected_end = load(data)
+    assert len(buf) == 0 and end == expected_end == len(data)
+    assert _tables(state) == _tables(expected) and state.tracebacks == expected.tracebacks
+    assert state.bad_lines == expected.bad_lines == 0 and state.header == expected.header

@@ -734,7 +734,7 @@ def _status(ctx: typer.Context, *, check: bool, as_json: bool) -> None:
     # Plain rows from the index state: building a record object and a datetime per row costs more than the rest.
     rows = status_rows(_store(ctx, existing=True))
     if as_json:
-        render.print_json(rows)
+        render.print_json([row.to_dict() for row in rows])
     elif not rows:
         render.print_note("Nothing is staged (`nbstore stage add NB...` stages notebooks).")
     else:

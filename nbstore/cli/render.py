@@ -7,7 +7,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -104,7 +104,15 @@ def show(renderable: Any) -> None:
     if isinstance(renderable, Grid):
         if con.color_system is None:
             # Piped or NO_COLOR: the plain text is all there is to print, and one write is far faster.
-            sys.stdout.write("".join(line + "\n" for line in renderable.plain_lines()))
+            # Written in chunks as the lines are made: one string of 100,000 lines would be tens of MB more.
+            write, chunk = sys.stdout.write, []
+            for line in renderable.iter_plain_lines():
+                chunk.append(line)
+                if len(chunk) == 1000:
+                    write("\n".join(chunk) + "\n")
+                    chunk.clear()
+            if chunk:
+                write("\n".join(chunk) + "\n")
             sys.stdout.flush()
         else:
             con.print(Text("\n").join(renderable.lines()), soft_wrap=True)
@@ -241,55 +249,69 @@ class Grid:
     def __init__(self, *columns: str, numeric: Sequence[str] = ()) -> None:
         self.columns = list(columns)
         self.numeric = [name in numeric for name in columns]
-        # Cells are kept as (text, style): building Rich Text for every cell of 1000 rows costs ~50 ms.
-        self.rows: list[list[tuple[str, str]]] = []
+        # One tuple of texts per row and one shared tuple of styles per distinct styling: a table of
+        # 100,000 notebooks held as a (text, style) pair per cell took 70 MB (Rich Text per cell, far more).
+        self.rows: list[tuple[str, ...]] = []
+        self.styles: list[tuple[str, ...]] = []
+        self._style_memo: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def add_row(self, *cells: str | Text | tuple[str, str]) -> None:
         """Add one row of plain, styled (single-style Text) or (text, style) cells."""
-        # Every cell is one line of text, much of it from the store: never a control character raw.
-        self.rows.append(
-            [
-                (safe_text(c[0]), c[1])
-                if type(c) is tuple
-                else (safe_text(c.plain), str(c.style))
-                if isinstance(c, Text)
-                else (safe_text(str(c)), "")
-                for c in cells
-            ]
-        )
+        texts = []
+        styles = []
+        for c in cells:
+            if type(c) is tuple:
+                text, style = c
+            elif isinstance(c, Text):
+                text, style = c.plain, str(c.style)
+            else:
+                text, style = str(c), ""
+            # Every cell is one line of text, much of it from the store: never a control character raw.
+            texts.append(safe_text(text))
+            styles.append(style)
+        key = tuple(styles)
+        self.rows.append(tuple(texts))
+        self.styles.append(self._style_memo.setdefault(key, key))
 
-    def _plain_rows(self) -> tuple[list[int], list[list[str]]]:
-        header = [(h, "bold") for h in self.columns]
-        rows = [header, *self.rows]
+    def _widths(self) -> list[int]:
         widths = []
-        for i in range(len(self.columns)):
-            column = [row[i][0] for row in rows]
+        for i, head in enumerate(self.columns):
+            column = [row[i] for row in self.rows]
+            column.append(head)
             # One ASCII check per column instead of one width lookup per cell.
             widths.append(max(map(len, column)) if "".join(column).isascii() else max(map(_cell_len, column)))
-        padded = []
-        for row in rows:
-            cells = []
-            for i, (text, _style) in enumerate(row):
-                pad = " " * (widths[i] - _cell_len(text))
-                cells.append(pad + text if self.numeric[i] else text + pad)
-            padded.append(cells)
-        return widths, padded
+        return widths
+
+    def _padded(self, widths: list[int], row: Sequence[str]) -> list[str]:
+        cells = []
+        for i, text in enumerate(row):
+            pad = " " * (widths[i] - _cell_len(text))
+            cells.append(pad + text if self.numeric[i] else text + pad)
+        return cells
+
+    def iter_plain_lines(self) -> Iterator[str]:
+        """Yield the header, the rule and one line per row as plain text (no trailing blanks), one at a time."""
+        widths = self._widths()
+        gap = self.GAP
+        yield gap.join(self._padded(widths, self.columns)).rstrip()
+        yield "─" * (sum(widths) + len(gap) * (len(widths) - 1))
+        for row in self.rows:
+            yield gap.join(self._padded(widths, row)).rstrip()
 
     def plain_lines(self) -> list[str]:
         """Return the header, the rule and one line per row as plain text (no trailing blanks)."""
-        widths, padded = self._plain_rows()
-        rule = "─" * (sum(widths) + len(self.GAP) * (len(widths) - 1))
-        lines = [self.GAP.join(cells).rstrip() for cells in padded]
-        return [lines[0], rule, *lines[1:]]
+        return list(self.iter_plain_lines())
 
     def lines(self) -> list[Text]:
         """Return the header, the rule and one line per row as styled Rich text."""
-        widths, padded = self._plain_rows()
-        styles = [[""] * len(self.columns), *([style for _text, style in row] for row in self.rows)]
+        widths = self._widths()
+        plain_styles = ("",) * len(self.columns)
         out = []
-        for n, (cells, row_styles) in enumerate(zip(padded, styles, strict=True)):
+        for n, (row, row_styles) in enumerate(
+            zip([tuple(self.columns), *self.rows], [plain_styles, *self.styles], strict=True)
+        ):
             line = Text(style="" if n else "bold")
-            for i, (cell, style) in enumerate(zip(cells, row_styles, strict=True)):
+            for i, (cell, style) in enumerate(zip(self._padded(widths, row), row_styles, strict=True)):
                 if i:
                     line.append(self.GAP)
                 line.append(cell, style=style or None)

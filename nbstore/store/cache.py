@@ -903,19 +903,27 @@ class NbStore(ProjectAPI, StoreFolder):
         from nbstore.hashing import describe_change
 
         state = self._state_in_sync()
+        outdated = [pk for pk, info in infos.items() if info.key is not None and info.key not in state.cache]
+        if not outdated:
+            return {}  # the common case of a status over a large store: no record need be looked at
+        stages = {}
+        for pk in outdated:
+            name = state.name_of_pk("stage", pk)
+            if name is not None:
+                stages[pk] = self._abs_uri(state.stage[name]["uri"])
+        wanted = set(stages.values())
         latest: dict[str, dict] = {}
         for rec in state.cache.values():
             uri = self._abs_uri(rec.get("uri") or "")
+            if uri not in wanted:
+                continue
             old = latest.get(uri)
             if old is None or (rec["created"], rec["pk"]) > (old["created"], old["pk"]):
                 latest[uri] = rec
-        by_pk = {rec["pk"]: rec for rec in state.stage.values()}
         out = {}
-        for pk, info in infos.items():
-            stage = by_pk.get(pk)
-            if info.key is None or info.key in state.cache or stage is None:
-                continue
-            before = latest.get(self._abs_uri(stage["uri"]))
+        for pk, uri in stages.items():
+            info = infos[pk]
+            before = latest.get(uri)
             if before is None:
                 out[pk] = ""
                 continue

@@ -169,13 +169,18 @@ class StoreFolder:
             if not same:
                 self._state, self._index_offset, self._memo = IndexState(), 0, {}
             size = st.st_size - self._index_offset
-            data = os.pread(fd, size, self._index_offset) if size > 0 else b""
+            if self._index_offset == 0 and size > 0:
+                # A bytearray that load() empties once it holds the snapshot's text (see load).
+                data = bytearray(size)
+                del data[os.preadv(fd, [data], 0) :]
+            else:
+                data = os.pread(fd, size, self._index_offset) if size > 0 else b""
         finally:
             if fd >= 0:
                 os.close(fd)
         if self._index_offset == 0:
             # A fresh read: the snapshot line (if any) gives the whole state in one parse, then the log's tail.
-            self._index_head = data[: data.find(b"\n") + 1]
+            self._index_head = bytes(data[: data.find(b"\n") + 1])
             self._state, end = load(data)
             del data
             self._index_id = ident
