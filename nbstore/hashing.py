@@ -246,7 +246,7 @@ def describe_change(before: dict | None, after: dict, *, execution: bool = False
     return ", ".join(reasons)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyInfo:
     """A notebook's key as it is now and what entered it (key_record form), or why it cannot be computed."""
 

@@ -238,7 +238,14 @@ def _valid_snapshot(doc: object) -> bool:
     hw = doc["hw"]
     if set(hw) != {"cache", "stage"} or not all(type(v) is int for v in hw.values()):
         return False
-    for name, kind in (("cache", dict), ("stage", dict), ("touched", str), ("tracebacks", str), ("hashes", list)):
+    # A stat-cache entry is a string (a list in versions before it).
+    for name, kind in (
+        ("cache", dict),
+        ("stage", dict),
+        ("touched", str),
+        ("tracebacks", str),
+        ("hashes", (str, list)),
+    ):
         for value in doc[name].values():
             if not isinstance(value, kind):
                 return False

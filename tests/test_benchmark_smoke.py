@@ -47,6 +47,23 @@ EXPECTED_ROWS = {
     "remote_pull_s3": ("nbstore",),
 }
 
+# Every row of the scale table, each with a number for both store sizes of --quick.
+EXPECTED_SCALE = {
+    *(f"{op}_{fs}" for op in ("add", "stage", "bundle", "match") for fs in ("on", "off")),
+    "list_first",
+    "list_floor",
+    "list_ratio",
+    "cli_status",
+    "cli_list",
+    "cli_match",
+    "cli_baseline",
+    "cli_status_ratio",
+    "cli_list_ratio",
+    "status_rss",
+    "disk_blocks",
+    "disk_apparent",
+}
+
 
 @pytest.mark.slow
 @pytest.mark.kernel
@@ -89,3 +106,12 @@ def test_harness_runs_every_workload_on_both_systems(tmp_path):
             assert all(math.isfinite(v) and v > 0 for v in samples[system]), (key, system, samples[system])
         assert rows[key]["met"] in (True, False, None)
     assert "| add small notebooks (per notebook) |" in stdout
+    scale = {row["key"]: row for row in result["scale"]}
+    assert set(scale) == EXPECTED_SCALE
+    sizes = [str(n) for n in result["meta"]["sizes"]["scale_ns"]]
+    assert len(sizes) == 2
+    for key, row in scale.items():
+        assert set(row["samples"]) == set(sizes), key
+        for values in row["samples"].values():
+            assert values and all(math.isfinite(v) and v > 0 for v in values), (key, values)
+    assert "| open + first list_cache_records (fresh process) |" in stdout

@@ -230,3 +230,36 @@ def test_loading_from_a_bytearray_gives_the_same_state_and_frees_the_file_bytes(
     assert len(buf) == 0 and end == expected_end == len(data)
     assert _tables(state) == _tables(expected) and state.tracebacks == expected.tracebacks
     assert state.bad_lines == expected.bad_lines == 0 and state.header == expected.header
+
+
+def test_a_stat_cache_entry_of_the_earlier_list_form_is_honoured_and_rewritten_as_text(tmp_path, monkeypatch):
+    """An index entry [size, mtime, ctime, inode, facts, hashed] (0.1.0's) spares the read and becomes the text form."""
+    from nbstore.store import cache as cache_module
+
+    store = nbstore.get_cache(tmp_path / "store")
+    paths = _grow(store, tmp_path / "nbs", 2)
+    os.utime(paths[0], ns=(10**18, 10**18))  # modified long before it is hashed: not a racy entry
+    store.staged_key_infos()
+    state = store._state_in_sync()
+    name = stage_name(store._stored_uri(paths[0].resolve()))
+    text = state.hashes[name]
+    assert isinstance(text, str)
+    size, mtime, ctime, ino, hashed, key1, digest, x, tail = text.split(" ", 8)
+    kernel, depends, env = json.loads(tail)
+    facts = {"k": key1, "n": digest, "x": x == "1", "d": depends, "e": env, "K": kernel}
+    old = [int(size), int(mtime), int(ctime), int(ino), facts, int(hashed)]
+    with store.path.joinpath("index").open("ab") as f:
+        f.write(frame({"op": "hash", "kind": "stage", "name": name, "stat": old}))
+        f.write(frame({"op": "sync", "fp": store._fingerprint()}))
+    fresh = nbstore.get_cache(store.path)
+    assert fresh._state_in_sync().hashes[name] == old
+    real = cache_module._read_with
+
+    def no_read(path, reader):
+        assert Path(path) != paths[0], "an unchanged notebook with a stat-cache entry was read again"
+        return real(path, reader)
+
+    monkeypatch.setattr(cache_module, "_read_with", no_read)
+    infos = fresh.staged_key_infos()
+    assert infos[1].key == fresh.get_cache_record(1).hashkey
+    assert nbstore.get_cache(store.path)._state_in_sync().hashes[name] == text

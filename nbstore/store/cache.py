@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import datetime
@@ -29,6 +29,7 @@ from nbstore.errors import (
     StoreWriteError,
 )
 from nbstore.hashing import (
+    DEFAULT_KERNEL,
     KEY_RULE,
     KEY_RULE_DEPENDS,
     KeyInfo,
@@ -113,16 +114,53 @@ def _facts(nb: dict, *, source: str) -> NotebookFacts:
         raise NotebookReadError(f"{source}: {exc}") from exc
 
 
-def _facts_entry(facts: NotebookFacts) -> dict:
-    """The stat-cache form of a notebook's facts (a dict: a bare key is an entry of an earlier version)."""
-    return {
-        "k": facts.key1,
-        "n": facts.digest,
-        "x": facts.execution,
-        "d": list(facts.depends),
-        "e": list(facts.env),
-        "K": facts.kernel,
-    }
+# The stat-cache entry of a staged notebook, one string (a list of six values took ~1 KB per notebook in
+# memory, a third of a status over 100,000): "size mtime_ns ctime_ns inode hashed_ns key1 digest x tail",
+# where tail is the compact JSON of [kernel, depends, env].
+_PLAIN_TAIL = json.dumps([DEFAULT_KERNEL, [], []], separators=(",", ":"))
+
+
+def _stat_text(st: os.stat_result, facts: NotebookFacts, hashed_ns: int) -> str:
+    tail = json.dumps([facts.kernel, list(facts.depends), list(facts.env)], separators=(",", ":"), ensure_ascii=False)
+    return (
+        f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino} {hashed_ns} "
+        f"{facts.key1} {facts.digest} {int(facts.execution)} {tail}"
+    )
+
+
+def _cached_facts(entry: object, st: os.stat_result) -> NotebookFacts | None:
+    """The facts a stat-cache entry holds if the file is unchanged since (and not hashed racily), else None."""
+    if isinstance(entry, str):
+        parts = entry.split(" ", 8)
+        if len(parts) != 9:
+            return None
+        try:
+            size, mtime, ctime, ino, hashed = (int(p) for p in parts[:5])
+        except ValueError:
+            return None
+        if (size, mtime, ctime, ino) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+            return None
+        if hashed - st.st_mtime_ns <= _RACY_NS or parts[7] not in ("0", "1"):
+            return None
+        if parts[8] == _PLAIN_TAIL:
+            kernel, depends, env = DEFAULT_KERNEL, (), ()
+        else:
+            try:
+                kernel, depends, env = json.loads(parts[8])
+                kernel, depends, env = str(kernel), tuple(map(str, depends)), tuple(map(str, env))
+            except (ValueError, TypeError):
+                return None
+        return NotebookFacts(parts[5], parts[6], parts[7] == "1", depends, env, kernel)
+    # The list form of earlier versions: [size, mtime_ns, ctime_ns, inode, facts dict, hashed_ns].
+    if (
+        isinstance(entry, list)
+        and len(entry) == 6
+        and entry[:4] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        and isinstance(entry[5], int)
+        and entry[5] - st.st_mtime_ns > _RACY_NS
+    ):
+        return _entry_facts(entry[4])
+    return None
 
 
 def _entry_facts(entry: object) -> NotebookFacts | None:
@@ -171,15 +209,19 @@ class NbStore(ProjectAPI, StoreFolder):
         env: Iterable[str] = (),
         *,
         memo: dict | None = None,
+        skip_inputs: Container[str] = frozenset(),
     ) -> KeyInfo:
-        """Return the key of a notebook with these facts in folder (DependencyError if a declaration fails)."""
+        """Return the key of a notebook with these facts in folder (DependencyError if a declaration fails).
+
+        skip_inputs: keys whose KeyInfo may go without inputs (None), to spare a dict per notebook.
+        """
         depends = tuple(dict.fromkeys((*facts.depends, *depends)))
         env = tuple(dict.fromkeys((*facts.env, *env)))
         inputs = KeyInputs()
         if depends or env:
             inputs = resolve(self._dep_cache(), folder, depends, env, kernel=facts.kernel, memo=memo)
         key, rule = compose_key(facts, inputs)
-        return KeyInfo(key, rule, key_record(facts, inputs), facts.execution)
+        return KeyInfo(key, rule, None if key in skip_inputs else key_record(facts, inputs), facts.execution)
 
     def _notebook_key_info(self, nb: dict, *, folder: str, source: str, stage: dict | None = None) -> KeyInfo:
         """Key a notebook read from folder (declarations of its stage record too); errors raise."""
@@ -783,7 +825,7 @@ class NbStore(ProjectAPI, StoreFolder):
         stored = self._stored_uri(nb_path)
         _require_utf8([stored, rel_assets, declared], f"the path, assets or declarations of {str(path)!r}")
         name = stage_name(stored)
-        hash_entry = self._hash_entry(nb_path, _facts_entry(_facts(nb, source=str(path))))
+        hash_entry = self._hash_entry(nb_path, _facts(nb, source=str(path)))
         with self._writing() as state:
             old = state.stage.get(name)
             same = old is not None and all(old.get(k) == declared.get(k) for k in ("depends", "env"))
@@ -810,12 +852,12 @@ class NbStore(ProjectAPI, StoreFolder):
             return self._stage_record(self._state, name)
 
     @staticmethod
-    def _hash_entry(path: str | Path, key: str | dict, st: os.stat_result | None = None) -> list | None:
+    def _hash_entry(path: str | Path, facts: NotebookFacts, st: os.stat_result | None = None) -> str | None:
         try:
             st = st or os.stat(path)
         except OSError:
             return None
-        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, key, time.time_ns()]
+        return _stat_text(st, facts, time.time_ns())
 
     def list_staged_records(self) -> list[NbStageRecord]:
         """Return a snapshot of every stage record, by pk."""
@@ -841,10 +883,12 @@ class NbStore(ProjectAPI, StoreFolder):
         """Return {stage pk: key of its file now, or None if unreadable}, re-hashing only changed files."""
         return {pk: info.key for pk, info in self.staged_key_infos(pks).items()}
 
-    def staged_key_infos(self, pks: Iterable[int] | None = None) -> dict[int, KeyInfo]:
+    def staged_key_infos(self, pks: Iterable[int] | None = None, *, cached_inputs: bool = True) -> dict[int, KeyInfo]:
         """Return {stage pk: KeyInfo} for the staged notebooks as they are now (their dependencies too).
 
-        Notebooks and dependency files whose size and mtime did not change are not read again.
+        Notebooks and dependency files whose size and mtime did not change are not read again. With
+        cached_inputs=False, a notebook whose key has a cache record gets inputs None (what outdated_reasons
+        needs is kept; a status of 100,000 notebooks holds no inputs dict per up-to-date notebook).
         """
         state = self._state_in_sync()
         out: dict[int, KeyInfo] = {}
@@ -854,6 +898,7 @@ class NbStore(ProjectAPI, StoreFolder):
         cache.load()
         cache._kernel_memo.clear()
         memo: dict = {}
+        skip = frozenset() if cached_inputs else state.cache
         for name, rec in state.stage.items():
             if wanted is not None and rec["pk"] not in wanted:
                 continue
@@ -864,25 +909,24 @@ class NbStore(ProjectAPI, StoreFolder):
                 out[rec["pk"]] = KeyInfo(None, error=f"{path}: {exc.strerror}", broken="notebook")
                 continue
             cached = state.hashes.get(name)
-            facts = None
-            if (
-                cached
-                and cached[:4] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-                and cached[5] - st.st_mtime_ns > _RACY_NS
-            ):
-                facts = _entry_facts(cached[4])
+            facts = _cached_facts(cached, st) if cached else None
+            if facts is not None and type(cached) is list:
+                # An earlier version's entry: kept in the string form from now on (a third of the memory).
+                fresh.append({"op": "hash", "kind": "stage", "name": name, "stat": _stat_text(st, facts, cached[5])})
             if facts is None:
                 try:
                     facts = _facts(_read_with(Path(path), rec.get("reader", DEFAULT_READER)), source=path)
                 except NbStoreError as exc:
                     out[rec["pk"]] = KeyInfo(None, error=str(exc), broken="notebook")
                     continue
-                entry = self._hash_entry(path, _facts_entry(facts), st)
+                entry = self._hash_entry(path, facts, st)
                 if entry != cached:
                     fresh.append({"op": "hash", "kind": "stage", "name": name, "stat": entry})
             folder = os.path.dirname(path)
             try:
-                out[rec["pk"]] = self._key_info(facts, folder, rec.get("depends", ()), rec.get("env", ()), memo=memo)
+                out[rec["pk"]] = self._key_info(
+                    facts, folder, rec.get("depends", ()), rec.get("env", ()), memo=memo, skip_inputs=skip
+                )
             except DependencyError as exc:
                 out[rec["pk"]] = KeyInfo(None, error=f"{path}: {exc}", broken="dependency")
         cache.save()

@@ -96,7 +96,7 @@ def status_rows(store: NbStore) -> list[StatusRow]:
 
     The reason says why a notebook is outdated (what changed since its last record) or errored.
     """
-    infos = store.staged_key_infos()
+    infos = store.staged_key_infos(cached_inputs=False)
     reasons = store.outdated_reasons(infos)
     state = store._state_in_sync()
     cache = state.cache

@@ -82,11 +82,24 @@ class Sizes:
     jcache_mem: bool = True
     n_docs: int = 8
     docs: bool = True  # Sphinx builds need a second jupyter-cache venv with Sphinx and MyST-NB: full runs only
+    scale_ns: tuple[int, ...] = (500, 10_000, 100_000)  # stores of N cached and N staged notebooks
+    n_scale_probe: int = 100  # notebooks added, staged, bundled and matched per marginal-cost measurement
 
 
 FULL = Sizes()
 QUICK = Sizes(
-    n_small=40, n_large=3, n_probe=20, n_exec=2, n_mem=200, reps=2, exec_reps=2, warmup=1, sleep=False, docs=False
+    n_small=40,
+    n_large=3,
+    n_probe=20,
+    n_exec=2,
+    n_mem=200,
+    reps=2,
+    exec_reps=2,
+    warmup=1,
+    sleep=False,
+    docs=False,
+    scale_ns=(50, 200),
+    n_scale_probe=10,
 )
 
 
@@ -110,6 +123,22 @@ class Row:
     def ratio(self, num: str = "jcache", den: str = "nbstore") -> float | None:
         a, b = self.median(num), self.median(den)
         return a / b if a is not None and b else None
+
+
+@dataclass
+class ScaleRow:
+    """One line of the scale table: samples per store size N, in the row's unit."""
+
+    key: str
+    label: str
+    unit: str
+    fsync: str = ""  # "on", "off" or "" (reads that write nothing durable)
+    samples: dict[int, list[float]] = field(default_factory=dict)
+    target: str = ""
+
+    def median(self, n: int) -> float | None:
+        values = self.samples.get(n)
+        return statistics.median(values) if values else None
 
 
 def _clean_env() -> dict[str, str]:
@@ -250,6 +279,7 @@ class Harness:
         self.docs_venvs = {system: jc_python.parents[2] / f"{system}-docs-venv" for system in SYSTEMS}
         self.bin = {"nbstore": Path(sys.executable).parent, "jcache": jc_python.parent}
         self.rows: dict[str, Row] = {}
+        self.scale: dict[str, ScaleRow] = {}
         self.notes: list[str] = []
         self.fixtures: dict[str, Path] = {}
         self.verbose = verbose
@@ -655,6 +685,133 @@ class Harness:
                     self.add("docs_cold", system, cold)
                     self.add("docs_warm", system, again)
 
+    # ------------------------------------------------------------------ scale (issue 10)
+
+    def srow(self, key: str, label: str, unit: str, fsync: str = "", target: str = "") -> ScaleRow:
+        if key not in self.scale:
+            self.scale[key] = ScaleRow(key, label, unit, fsync, target=target)
+        return self.scale[key]
+
+    def sadd(self, key: str, n: int, value: float) -> None:
+        self.scale[key].samples.setdefault(n, []).append(value)
+
+    def no_fsync_prefix(self) -> tuple[list[str], dict]:
+        """How a fsync-off worker runs: under eatmydata when installed, else with os.fsync patched in-process."""
+        eat = shutil.which("eatmydata")
+        return ([eat], {}) if eat else ([], {"no_fsync": True})
+
+    def scale_worker(self, op: str, *, fsync: bool = True, **args) -> dict:
+        """Run one nbstore worker step for the scale rows (fsync off: under eatmydata, or patched)."""
+        prefix, extra = ([], {}) if fsync else self.no_fsync_prefix()
+        self._count += 1
+        argfile = self.work / "args" / f"{self._count}-scale-{op}.json"
+        argfile.parent.mkdir(exist_ok=True)
+        argfile.write_text(json.dumps({"system": "nbstore", "op": op, **args, **extra}))
+        proc = subprocess.run(
+            [*prefix, str(self.python["nbstore"]), str(HERE / "worker.py"), str(argfile)],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.work,
+        )
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("BENCH-RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"scale {op} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        return json.loads(lines[-1][len("BENCH-RESULT ") :])
+
+    def grow_scale_store(self, n: int) -> tuple[Path, Path, list[Path]]:
+        """Write n small notebooks and grow a store caching and staging all of them through the API (fsync off).
+
+        Returns the store, a JSON file holding its n cache records (the floor of open + list), and
+        n_scale_probe more notebooks never cached (the marginal adds).
+        """
+        folder = self.work / "corpus" / f"scale-{n}"
+        corpus.write_set(folder, [(f"n{i:06d}", corpus.make_small(SEED + 2, i)) for i in range(n)])
+        probe = self.sizes.n_scale_probe
+        extra = corpus.write_set(
+            self.work / "corpus" / f"scale-{n}-new",
+            [(f"p{i:06d}", corpus.make_small(SEED + 3, i)) for i in range(probe)],
+        )
+        store = self.fresh(f"scale-{n}")
+        start = time.perf_counter()
+        res = self.scale_worker("grow", store=str(store), folder=str(folder), fsync=False)
+        self.check(res["cached"] == n and res["staged"] == n and res["current"], f"grown store at {n}: {res}")
+        self.log(f"scale {n}: grew the store in {time.perf_counter() - start:.0f} s (add {res['add']:.0f} s)")
+        floor = self.work / f"scale-{n}-records.json"
+        records = []
+        for path in sorted((store / "cache").iterdir()):
+            records.append(json.loads(path.read_bytes()))
+        floor.write_text(json.dumps(records))
+        return store, floor, extra
+
+    def bench_scale(self) -> None:
+        """Cost against store size N (N cached + N staged notebooks): marginal writes and reads, open, CLI, memory."""
+        s = self.sizes
+        for fs in ("on", "off"):
+            self.srow(f"add_{fs}", "add a notebook (cache_notebook_file)", "ms", fs, "≤ 1.5× N=500 (fsync off)")
+            self.srow(f"stage_{fs}", "stage a notebook", "ms", fs, "≤ 1.5× N=500 (fsync off)")
+            self.srow(f"bundle_{fs}", "get_cache_bundle", "ms", fs, "≤ 1.5× N=500 (fsync off)")
+            self.srow(f"match_{fs}", "match_cache_notebook", "ms", fs, "≤ 1.5× N=500 (fsync off)")
+        self.srow("list_first", "open + first list_cache_records (fresh process)", "ms", "", "≤ 4× json.load floor")
+        self.srow("list_floor", "floor: json.load of one file of the N records", "ms", "")
+        self.srow("list_ratio", "open + first list ÷ floor", "×", "", "≤ 4×")
+        self.srow("cli_status", "CLI status", "s", "", "≤ 3× import typer+rich")
+        self.srow("cli_list", "CLI cache list", "s", "", "≤ 3× import typer+rich")
+        self.srow("cli_match", "CLI match one notebook", "s", "", "≤ 1.3× N=500")
+        self.srow("cli_baseline", 'baseline: python -c "import typer, rich.console"', "s", "")
+        self.srow("cli_status_ratio", "CLI status ÷ baseline", "×", "", "≤ 3×")
+        self.srow("cli_list_ratio", "CLI cache list ÷ baseline", "×", "", "≤ 3×")
+        self.srow("status_rss", "CLI status: peak memory (RSS)", "MB", "", "< 250 MB at 100,000")
+        self.srow("disk_blocks", "disk: store blocks (du)", "MB", "")
+        self.srow("disk_apparent", "disk: store apparent size", "MB", "")
+        exe = str(self.bin["nbstore"] / "nbstore")
+        for n in s.scale_ns:
+            store, floor, extra = self.grow_scale_store(n)
+            blocks, apparent = du(store)
+            self.sadd("disk_blocks", n, blocks / 1e6)
+            self.sadd("disk_apparent", n, apparent / 1e6)
+            hits = sorted((self.work / "corpus" / f"scale-{n}").glob("*.ipynb"))[: s.n_scale_probe]
+            for i, warm in enumerate(self.rounds()):
+                for fs in ("on", "off"):
+                    res = self.scale_worker(
+                        "scale_ops",
+                        fsync=fs == "on",
+                        store=str(store),
+                        new=self.paths(extra),
+                        hits=self.paths(hits),
+                        seed=SEED + i,
+                    )
+                    self.check(res["count"] == n and res["found"] == len(hits), f"scale ops at {n}: {res}")
+                    if not warm:
+                        for op in ("add", "stage", "bundle", "match"):
+                            self.sadd(f"{op}_{fs}", n, 1000 * res[op])
+                first = self.scale_worker("list_first", store=str(store))
+                base = self.scale_worker("json_floor", file=str(floor))
+                self.check(first["count"] == n and base["count"] == n, f"list at {n}: {first} {base}")
+                walls = {}
+                for what, argv in (
+                    ("cli_baseline", [str(self.python["nbstore"]), "-c", "import typer, rich.console"]),
+                    ("cli_status", [exe, "--cache", str(store), "status"]),
+                    ("cli_list", [exe, "--cache", str(store), "cache", "list"]),
+                    ("cli_match", [exe, "--cache", str(store), "match", str(hits[-1])]),
+                ):
+                    walls[what], rss = self.command(argv)
+                    if what == "cli_status" and not warm:
+                        self.sadd("status_rss", n, rss)
+                if warm:
+                    continue
+                self.sadd("list_first", n, 1000 * first["seconds"])
+                self.sadd("list_floor", n, 1000 * base["seconds"])
+                self.sadd("list_ratio", n, first["seconds"] / base["seconds"])
+                for what, wall in walls.items():
+                    self.sadd(what, n, wall)
+                self.sadd("cli_status_ratio", n, walls["cli_status"] / walls["cli_baseline"])
+                self.sadd("cli_list_ratio", n, walls["cli_list"] / walls["cli_baseline"])
+            self.log(f"scale {n}: measured")
+            shutil.rmtree(store, ignore_errors=True)
+            shutil.rmtree(self.work / "corpus" / f"scale-{n}", ignore_errors=True)
+            floor.unlink()
+
     def bench_remote(self) -> None:
         """push/pull of the n small cached notebooks to a file:// remote and to a local S3 server (moto)."""
         n = self.sizes.n_small
@@ -824,6 +981,21 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def scale_table(rows: list[ScaleRow], ns: tuple[int, ...]) -> str:
+    """Render the scale rows as a Markdown table: one column per store size N, and each N's ratio to the smallest."""
+    first = ns[0]
+    head = ["workload", "unit", "fsync", *(f"N={n:,}" for n in ns), *(f"{n:,} ÷ {first:,}" for n in ns[1:]), "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in rows:
+        growth = []
+        for n in ns[1:]:
+            a, b = row.median(n), row.median(first)
+            growth.append(f"{a / b:.2f}×" if a is not None and b else "")
+        cells = [row.label, row.unit, row.fsync or "—", *(_fmt(row.samples.get(n)) for n in ns), *growth, row.target]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def to_json(rows: list[Row], meta: dict) -> dict:
     """Return the results as plain data: the same numbers as the table."""
     out = []
@@ -890,6 +1062,7 @@ WORKLOADS = {
     "execute": "bench_execute",
     "docs": "bench_docs",
     "remote": "bench_remote",
+    "scale": "bench_scale",
 }
 
 
@@ -914,6 +1087,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="use the executed notebooks in this folder (e.g. ../shared/corpus) instead of the synthetic small set",
     )
+    p.add_argument(
+        "--scale-ns",
+        type=int,
+        nargs="+",
+        help="store sizes N of the scale rows (default 500 10000 100000; --quick 50 200)",
+    )
     args = p.parse_args(argv)
 
     sizes = Sizes(**vars(QUICK if args.quick else FULL))
@@ -922,6 +1101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup is not None:
         sizes.warmup = args.warmup
     sizes.jcache_mem = not args.no_jcache_mem
+    if args.scale_ns:
+        sizes.scale_ns = tuple(sorted(args.scale_ns))
     if args.only and "docs" in args.only:
         sizes.docs = True
     started = time.perf_counter()
@@ -965,6 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
         "errors": errors,
         "notes": harness.notes,
         "command": " ".join(["python", "tests/benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "fsync_off": "eatmydata" if shutil.which("eatmydata") else "os.fsync patched out in the worker",
     }
     print(f"\nnbstore benchmark — {meta['date']} — {meta['machine']}")
     print(
@@ -972,9 +1154,27 @@ def main(argv: list[str] | None = None) -> int:
         f" after {sizes.warmup} warm-up;"
     )
     print(f"medians (min–max); jc / nb = jupyter-cache ÷ nbstore (higher is better for nbstore); {meta['seconds']} s\n")
-    print(table(rows))
+    if rows:
+        print(table(rows))
+    scale_rows = list(harness.scale.values())
+    if scale_rows:
+        print(f"\nCost against store size N (N cached + N staged notebooks); fsync off via {meta['fsync_off']}\n")
+        print(scale_table(scale_rows, sizes.scale_ns))
     if args.json:
-        args.json.write_text(json.dumps(to_json(rows, meta), indent=1) + "\n")
+        doc = to_json(rows, meta)
+        doc["scale"] = [
+            {
+                "key": r.key,
+                "label": r.label,
+                "unit": r.unit,
+                "fsync": r.fsync,
+                "target": r.target,
+                "samples": {str(n): v for n, v in r.samples.items()},
+                "median": {str(n): r.median(n) for n in r.samples},
+            }
+            for r in scale_rows
+        ]
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
     for note in harness.notes:
         print(f"note: {note}")
     for error in errors:

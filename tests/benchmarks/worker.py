@@ -125,10 +125,94 @@ def _succeeded(result) -> int:
     return len(getattr(result, "succeeded", []) or [])
 
 
+def _no_fsync() -> None:
+    """Make fsync a no-op in this process (the fsync-off rows, when eatmydata is not installed)."""
+    import os
+
+    os.fsync = lambda fd: None
+
+
+def grow(args: dict) -> dict:
+    """Cache every notebook of a folder, then stage every one, through the API (fsync off: this is setup)."""
+    import nbstore
+
+    _no_fsync()
+    files = sorted(Path(args["folder"]).glob("*.ipynb"))
+    cache = nbstore.get_cache(args["store"])
+    cache.change_cache_limit(10**9)
+    start = time.perf_counter()
+    for path in files:
+        cache.cache_notebook_file(path)
+    added = time.perf_counter() - start
+    for path in files:
+        cache.stage_notebook_file(path)
+    staged = time.perf_counter() - start - added
+    # The store as a fresh process sees it: as many records as notebooks, and its index current.
+    fresh = nbstore.get_cache(args["store"])
+    state = fresh._read_index()
+    return {
+        "add": added,
+        "stage": staged,
+        "cached": len(state.cache),
+        "staged": len(state.stage),
+        "current": fresh._current(state),
+    }
+
+
+def scale_ops(args: dict) -> dict:
+    """Marginal costs in a large store: add and stage new notebooks, bundle and match old ones; then undo."""
+    import random
+
+    import nbformat
+
+    import nbstore
+
+    if args.get("no_fsync"):
+        _no_fsync()
+    cache = nbstore.get_cache(args["store"])
+    count = len(cache.list_cache_records())  # opens the store outside the clock
+    hits = [nbformat.read(p, as_version=4) for p in args["hits"]]
+    pks = random.Random(args["seed"]).sample(range(1, count + 1), len(args["hits"]))
+    out = {"count": count}
+    t, records = _timed(cache.cache_notebook_file, args["new"])
+    out["add"] = t / len(args["new"])
+    t, staged = _timed(cache.stage_notebook_file, args["new"])
+    out["stage"] = t / len(args["new"])
+    t, bundles = _timed(cache.get_cache_bundle, pks)
+    out["bundle"] = t / len(pks)
+    t, found = _timed(cache.match_cache_notebook, hits)
+    out["match"] = t / len(hits)
+    out["found"] = sum(1 for r in found if r is not None)
+    for record, stage in zip(records, staged, strict=True):
+        cache.discard_staged_notebook(stage.pk)
+        cache.remove_cache(record.pk)
+    return out
+
+
+def list_first(args: dict) -> dict:
+    """A fresh process's open of the store and first list_cache_records (imports before the clock)."""
+    import nbstore
+
+    start = time.perf_counter()
+    n = len(nbstore.get_cache(args["store"]).list_cache_records())
+    return {"seconds": time.perf_counter() - start, "count": n}
+
+
+def json_floor(args: dict) -> dict:
+    """The floor of open + list: json.load of one file holding the records."""
+    start = time.perf_counter()
+    with open(args["file"], "rb") as f:
+        n = len(json.load(f))
+    return {"seconds": time.perf_counter() - start, "count": n}
+
+
 def run(args: dict) -> dict:
     """Run one operation and return its measurements (seconds) and checks."""
     op = args["op"]
     files = args.get("files", [])
+    scale = {"grow": grow, "scale_ops": scale_ops, "list_first": list_first, "json_floor": json_floor}
+    if op in scale:
+        return scale[op](args)
     if op == "floor":
         return floor(files)
     side_cls = NbstoreSide if args["system"] == "nbstore" else JcacheSide
