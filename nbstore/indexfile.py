@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import zlib
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ __all__ = [
     "SNAPSHOT_MARK",
     "frame",
     "frame_snapshot",
+    "frame_snapshot_parts",
+    "load_by_parts",
     "load",
     "parse_lines",
     "parse_snapshot",
@@ -223,12 +226,53 @@ SNAPSHOT_MARK = b"~"
 _TABLES = ("cache", "stage", "touched", "tracebacks", "hashes")
 
 
+_SNAPSHOT_NAMES = (*_TABLES, "hw")
+
+
+#: Entries of a table per piece of the snapshot: a reader parses one piece at a time (~0.5 MB of text).
+_PIECE_ENTRIES = 1000
+
+
+def _connector(i: int) -> bytes:
+    """The literal text before the i-th table of a snapshot body: '{"cache":', ',"stage":', ..."""
+    return (('{"%s":' if i == 0 else ',"%s":') % _SNAPSHOT_NAMES[i]).encode()
+
+
+def _table_pieces(table: dict) -> list[bytes]:
+    """A table's compact JSON in pieces: '{' + entries, ',' + entries, ..., and a last piece '}'."""
+    pieces = []
+    items = iter(table.items())
+    while True:
+        group = dict(itertools.islice(items, _PIECE_ENTRIES))
+        if not group:
+            break
+        text = json.dumps(group, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        pieces.append((b"," if pieces else b"{") + text[1:-1])
+    return [*(pieces or [b"{"]), b"}"]
+
+
 def frame_snapshot(state: IndexState) -> bytes:
     """Frame the whole state as one '~<crc32 hex> <compact json>\\n' line (loaded in one json parse)."""
-    doc = {name: getattr(state, name) for name in _TABLES}
-    doc["hw"] = state.high_water
-    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return b"~%08x %s\n" % (zlib.crc32(body), body)
+    return frame_snapshot_parts(state)[0]
+
+
+def frame_snapshot_parts(state: IndexState) -> tuple[bytes, list[list[int]]]:
+    """Frame the snapshot line and return it with the byte lengths of each table's pieces.
+
+    The body is the JSON object of every table (what one json parse reads), written in pieces of at most
+    _PIECE_ENTRIES entries so that a reader told their lengths (the header keeps them) can read and parse a
+    piece at a time: a large store's state is then built without its whole text in memory beside it.
+    """
+    body = []
+    lengths = []
+    for i, name in enumerate(_SNAPSHOT_NAMES):
+        pieces = _table_pieces(state.high_water if name == "hw" else getattr(state, name))
+        body.append(_connector(i))
+        body.extend(pieces)
+        lengths.append([len(piece) for piece in pieces])
+    body.append(b"}")
+    data = b"".join(body)
+    return b"~%08x %s\n" % (zlib.crc32(data), data), lengths
 
 
 def _valid_snapshot(doc: object) -> bool:
@@ -309,6 +353,89 @@ def _no_gc():
     finally:
         if was:
             gc.enable()
+
+
+def load_by_parts(header: dict, offset: int, size: int, read) -> tuple[IndexState, int] | None:
+    """Load a snapshot line piece by piece with read(offset, length) -> bytes, then the log after it.
+
+    header is the index's checked first line and offset where the snapshot line starts; its "parts" give the
+    lengths of each table's pieces (as frame_snapshot_parts wrote them), so only one piece's text is held at
+    a time. Returns (state, bytes consumed from the start of the file) or None when the pieces do not check
+    out (then the whole file is to be read with load(), which trusts nothing it cannot check either).
+    """
+    parts = header.get("parts")
+    if not isinstance(parts, list) or len(parts) != len(_SNAPSHOT_NAMES):
+        return None
+    for lengths in parts:
+        if not isinstance(lengths, list) or len(lengths) < 2 or not all(type(n) is int and n > 0 for n in lengths):
+            return None
+    total = sum(len(_connector(i)) + sum(lengths) for i, lengths in enumerate(parts)) + 1
+    if offset + 10 + total + 1 > size:
+        return None
+    head = read(offset, 10)
+    if len(head) != 10 or head[:1] != SNAPSHOT_MARK or head[9:10] != b" ":
+        return None
+    try:
+        want = int(head[1:9], 16)
+    except ValueError:
+        return None
+    crc = 0
+    pos = offset + 10
+
+    def take(length: int) -> bytes | None:
+        nonlocal crc, pos
+        chunk = read(pos, length)
+        if len(chunk) != length:
+            return None
+        pos += length
+        crc = zlib.crc32(chunk, crc)
+        return chunk
+
+    doc: dict = {}
+    with _no_gc():
+        for i, lengths in enumerate(parts):
+            if take(len(_connector(i))) != _connector(i):
+                return None
+            table: dict = {}
+            for j, length in enumerate(lengths):
+                chunk = take(length)
+                if chunk is None:
+                    return None
+                if j == len(lengths) - 1:
+                    if chunk != b"}":
+                        return None
+                    break
+                if chunk[:1] != (b"," if j else b"{"):
+                    return None
+                if length == 1:
+                    continue  # an empty table: '{' then '}'
+                try:
+                    piece = json.loads(b"{" + chunk[1:] + b"}")
+                except (ValueError, RecursionError):
+                    return None
+                if not isinstance(piece, dict):
+                    return None
+                table.update(piece)
+            doc[_SNAPSHOT_NAMES[i]] = table
+        if take(1) != b"}" or crc != want or read(pos, 1) != b"\n" or not _valid_snapshot(doc):
+            return None
+        state = IndexState(
+            cache=doc["cache"],
+            stage=doc["stage"],
+            touched=doc["touched"],
+            tracebacks=doc["tracebacks"],
+            hashes=doc["hashes"],
+            high_water=doc["hw"],
+        )
+        del doc
+        replay([header], state)
+        start = pos + 1
+        tail = read(start, size - start)
+        end = tail.rfind(b"\n") + 1
+        entries, bad = parse_lines(tail[:end], last_fingerprint_only=True)
+        state.bad_lines += bad
+        replay(entries, state)
+    return state, start + end
 
 
 def load(data: bytes | bytearray) -> tuple[IndexState, int]:

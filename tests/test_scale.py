@@ -263,3 +263,19 @@ def test_a_stat_cache_entry_of_the_earlier_list_form_is_honoured_and_rewritten_a
     infos = fresh.staged_key_infos()
     assert infos[1].key == fresh.get_cache_record(1).hashkey
     assert nbstore.get_cache(store.path)._state_in_sync().hashes[name] == text
+
+
+def test_a_status_table_past_the_lazy_threshold_draws_what_the_held_table_draws(monkeypatch):
+    """A status table that makes its cells as it draws prints the same lines, styles and widths as one holding them."""
+    rows = [
+        rows_module.StatusRow(1, "/x/ä wide 表.ipynb", "up to date", 7, "2026-03-27T01:02:03.000004Z", 0.5, ""),
+        rows_module.StatusRow(12, "/x/b\x1b[31m.ipynb", "outdated", None, None, None, "code changed"),
+        rows_module.StatusRow(123, "/x/c.ipynb", "failed", None, None, None, ""),
+    ]
+    held = render.status_table(rows)
+    monkeypatch.setattr(render, "LAZY_ROWS", 2)
+    lazy = render.status_table(rows)
+    assert isinstance(lazy, render.LazyGrid) and not isinstance(held, render.LazyGrid)
+    assert lazy.plain_lines() == held.plain_lines()
+    assert [(line.plain, line.spans) for line in lazy.lines()] == [(line.plain, line.spans) for line in held.lines()]
+    assert "\x1b" not in "".join(lazy.plain_lines())

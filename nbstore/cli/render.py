@@ -240,6 +240,10 @@ def stage_record_json(record: NbStageRecord) -> dict:
     }
 
 
+#: Rows past which a status table makes its cells as it draws them (LazyGrid) rather than holding them.
+LAZY_ROWS = 20_000
+
+
 class Grid:
     """An aligned table (bold header, rule, rows) laid out directly: Rich's Table takes ~0.1 s per 300 rows."""
 
@@ -321,6 +325,49 @@ class Grid:
         return [out[0], rule, *out[1:]]
 
 
+class LazyGrid(Grid):
+    """A Grid whose cells are made from its rows when drawn (twice: widths, then lines), never all held at once.
+
+    For tables of tens of thousands of rows, where holding every cell's text costs more memory than the rows.
+    """
+
+    def __init__(self, *columns: str, numeric: Sequence[str] = (), source: Sequence[Any], cells: Any) -> None:
+        super().__init__(*columns, numeric=numeric)
+        self._source = source
+        self._cells = cells  # row -> tuple of (text, style) per column
+
+    def _made(self) -> Iterator[tuple[tuple[str, ...], tuple[str, ...]]]:
+        for item in self._source:
+            cells = self._cells(item)
+            yield tuple(safe_text(text) for text, _style in cells), tuple(style for _text, style in cells)
+
+    def _widths(self) -> list[int]:
+        widths = [_cell_len(head) for head in self.columns]
+        for texts, _styles in self._made():
+            for i, text in enumerate(texts):
+                n = len(text) if text.isascii() else _cell_len(text)
+                if n > widths[i]:
+                    widths[i] = n
+        return widths
+
+    def iter_plain_lines(self) -> Iterator[str]:
+        """Yield the header, the rule and one line per row as plain text, making each row's cells as it goes."""
+        widths = self._widths()
+        gap = self.GAP
+        yield gap.join(self._padded(widths, self.columns)).rstrip()
+        yield "─" * (sum(widths) + len(gap) * (len(widths) - 1))
+        for texts, _styles in self._made():
+            yield gap.join(self._padded(widths, texts)).rstrip()
+
+    def lines(self) -> list[Text]:
+        """Return the header, the rule and one line per row as styled Rich text."""
+        eager = Grid(*self.columns)
+        eager.numeric = self.numeric
+        for texts, styles in self._made():
+            eager.add_row(*zip(texts, styles, strict=True))
+        return eager.lines()
+
+
 def _cell_len(text: str) -> int:
     """Return the terminal width of text (Rich's rule for wide characters, skipped for plain ASCII)."""
     if text.isascii():
@@ -394,17 +441,24 @@ def status_table(rows: Iterable[dict]) -> Grid:
     # The reason column (why outdated, why errored) appears only when some notebook has one.
     reasons = any(row.get("reason") for row in rows)
     columns = ("ID", "Notebook", "Status", "Cache ID", "Last run", "Took", *(("Reason",) if reasons else ()))
-    table = _table(*columns, numeric=("ID", "Cache ID", "Took"))
-    for row in rows:
-        table.add_row(
-            str(row["pk"]),
-            display_path(row["uri"]),
+    numeric = ("ID", "Cache ID", "Took")
+
+    def cells(row: Any) -> tuple[tuple[str, str], ...]:
+        return (
+            (str(row["pk"]), ""),
+            (display_path(row["uri"]), ""),
             (row["status"], STATUS_STYLES.get(row["status"], "")),
-            "" if row["cache_pk"] is None else str(row["cache_pk"]),
-            local_time(row["last_run"]),
-            format_seconds(row["seconds"]),
-            *((row.get("reason") or "",) if reasons else ()),
+            ("" if row["cache_pk"] is None else str(row["cache_pk"]), ""),
+            (local_time(row["last_run"]), ""),
+            (format_seconds(row["seconds"]), ""),
+            *(((row.get("reason") or "", ""),) if reasons else ()),
         )
+
+    if len(rows) > LAZY_ROWS:
+        return LazyGrid(*columns, numeric=numeric, source=rows, cells=cells)
+    table = _table(*columns, numeric=numeric)
+    for row in rows:
+        table.add_row(*cells(row))
     return table
 
 

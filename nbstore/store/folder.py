@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nbstore.errors import StoreCorruptError, StoreFormatError, StoreUnsafeError, StoreWriteError
-from nbstore.indexfile import IndexState, frame, frame_snapshot, load, parse_lines
+from nbstore.indexfile import IndexState, frame, frame_snapshot_parts, load, load_by_parts, parse_lines
 from nbstore.layout import FORMAT, GITATTRIBUTES, GITIGNORE, Layout, stage_name
 from nbstore.records import NbCacheRecord, conflict_sides, dump_json, parse_config, parse_time
 from nbstore.store.fsio import append_bytes, atomic_write, translate_os_error
@@ -168,6 +168,11 @@ class StoreFolder:
                 return self._state
             if not same:
                 self._state, self._index_offset, self._memo = IndexState(), 0, {}
+                loaded = self._load_by_parts(fd, st.st_size)
+                if loaded is not None:
+                    self._state, self._index_offset, self._index_head = loaded
+                    self._index_id = ident
+                    return self._state
             size = st.st_size - self._index_offset
             if self._index_offset == 0 and size > 0:
                 # A bytearray that load() empties once it holds the snapshot's text (see load).
@@ -198,6 +203,19 @@ class StoreFolder:
         self._index_id = ident
         self._index_offset += end
         return self._state
+
+    @staticmethod
+    def _load_by_parts(fd: int, size: int) -> tuple[IndexState, int, bytes] | None:
+        """Load an index whose header names its snapshot's parts one table at a time (None: read it whole)."""
+        first = os.pread(fd, min(size, 4096), 0)
+        head_end = first.find(b"\n") + 1
+        if not head_end or first[head_end : head_end + 1] != b"~":
+            return None
+        header, bad = parse_lines(first[:head_end])
+        if bad or len(header) != 1 or header[0].get("op") != "header":
+            return None
+        loaded = load_by_parts(header[0], head_end, size, lambda offset, length: os.pread(fd, length, offset))
+        return None if loaded is None else (loaded[0], loaded[1], first[:head_end])
 
     def _unusable_index(self, why: str) -> IndexState:
         """Treat an index that must not be read as garbled: volatile state, rebuilt from the record files."""
@@ -379,10 +397,16 @@ class StoreFolder:
         same_records: state is the one already loaded (a compaction), so the records handed out stay valid.
         """
         state.bad_lines = 0
-        snapshot = frame_snapshot(state)
+        snapshot, parts = frame_snapshot_parts(state)
         tail = frame({"op": "sync", "fp": self._fingerprint()})
         header = frame(
-            {"op": "header", "format": FORMAT, "id": secrets.token_hex(8), "base": len(snapshot) + len(tail)}
+            {
+                "op": "header",
+                "format": FORMAT,
+                "id": secrets.token_hex(8),
+                "base": len(snapshot) + len(tail),
+                "parts": parts,
+            }
         )
         data = header + snapshot + tail
         atomic_write(self.layout.index, data, tmpdir=self.layout.tmp, durable=False)

@@ -59,11 +59,26 @@ def cache_rows(store: NbStore) -> list[dict]:
 class StatusRow:
     """One staged notebook's status, read like a dict (row["status"]); a slotted object is a fifth of a dict's size."""
 
-    __slots__ = ("pk", "uri", "status", "cache_pk", "last_run", "seconds", "reason")
+    __slots__ = ("pk", "status", "cache_pk", "seconds", "reason", "_uri", "_base", "_last_run", "_created")
+    FIELDS = ("pk", "uri", "status", "cache_pk", "last_run", "seconds", "reason")
 
-    def __init__(self, pk, uri, status, cache_pk, last_run, seconds, reason) -> None:
-        self.pk, self.uri, self.status, self.cache_pk = pk, uri, status, cache_pk
-        self.last_run, self.seconds, self.reason = last_run, seconds, reason
+    def __init__(self, pk, uri, status, cache_pk, last_run, seconds, reason, *, base=None, created=None) -> None:
+        # base and created: the uri as stored (relative to base) and the record's creation time, kept as the
+        # index holds them and turned into the absolute path and ISO text when read (no copies per row).
+        self.pk, self.status, self.cache_pk, self.seconds, self.reason = pk, status, cache_pk, seconds, reason
+        self._uri, self._base, self._last_run, self._created = uri, base, last_run, created
+
+    @property
+    def uri(self) -> str:
+        """The notebook's absolute path."""
+        if self._base is None or os.path.isabs(self._uri):
+            return self._uri
+        return os.path.join(self._base, self._uri)
+
+    @property
+    def last_run(self) -> str | None:
+        """When its cache record was created (ISO 8601 UTC with a Z), or None."""
+        return self._last_run if self._created is None else canonical_time(self._created) + "Z"
 
     def __getitem__(self, name: str):
         try:
@@ -80,7 +95,7 @@ class StatusRow:
 
     def to_dict(self) -> dict:
         """Return the row as a plain dict (what --json prints)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StatusRow) and self.to_dict() == other.to_dict()
@@ -101,11 +116,12 @@ def status_rows(store: NbStore) -> list[StatusRow]:
     state = store._state_in_sync()
     cache = state.cache
     tracebacks = state.tracebacks
+    base = str(store._base)
     rows = []
     for name, rec in state.stage.items():
         pk = rec["pk"]
-        uri = store._abs_uri(rec["uri"])
-        info = infos.get(pk)
+        # Popped: the key infos go as the rows come, so that both are never held whole at once.
+        info = infos.pop(pk, None)
         key = info.key if info is not None else None
         match = cache.get(key) if key else None
         if match is not None and not store._sidecar_has_objects(match):
@@ -116,7 +132,7 @@ def status_rows(store: NbStore) -> list[StatusRow]:
             if info is not None and info.broken == "dependency":
                 status, reason = "errored", info.error
             else:
-                status = "missing file" if not os.path.exists(uri) else "unreadable"
+                status = "missing file" if not os.path.exists(store._abs_uri(rec["uri"])) else "unreadable"
         elif match is not None:
             status = "up to date"
             data = match.get("data")
@@ -128,12 +144,14 @@ def status_rows(store: NbStore) -> list[StatusRow]:
         rows.append(
             StatusRow(
                 pk,
-                uri,
+                rec["uri"],
                 status,
                 match["pk"] if match is not None else None,
-                canonical_time(match["created"]) + "Z" if match is not None else None,
+                None,
                 seconds,
                 reason,
+                base=base,
+                created=match["created"] if match is not None else None,
             )
         )
     rows.sort(key=lambda r: r.pk)
