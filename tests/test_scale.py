@@ -279,3 +279,61 @@ def test_a_status_table_past_the_lazy_threshold_draws_what_the_held_table_draws(
     assert lazy.plain_lines() == held.plain_lines()
     assert [(line.plain, line.spans) for line in lazy.lines()] == [(line.plain, line.spans) for line in held.lines()]
     assert "\x1b" not in "".join(lazy.plain_lines())
+
+
+def _parts_load(data: bytes):
+    """load_by_parts over an index file's bytes, as _read_index calls it."""
+    from nbstore.indexfile import load_by_parts, parse_lines
+
+    head_end = data.find(b"\n") + 1
+    header = parse_lines(data[:head_end])[0][0]
+    return load_by_parts(header, head_end, len(data), lambda offset, length: data[offset : offset + length])
+
+
+def test_a_snapshot_read_piece_by_piece_equals_the_one_parse(tmp_path, monkeypatch):
+    """Read a piece at a time (pieces of 3 entries), the snapshot and its log give what one parse of the file gives."""
+    import nbstore.indexfile as indexfile
+
+    monkeypatch.setattr(indexfile, "_PIECE_ENTRIES", 3)
+    store = nbstore.get_cache(tmp_path / "store")
+    paths = _grow(store, tmp_path / "nbs", 10)
+    store.get_cache_bundle(4)
+    store.set_staged_traceback(paths[2], "boom")
+    store._write_index(store._state_in_sync())
+    store.remove_cache(2)  # log lines after the snapshot
+    data = (store.path / "index").read_bytes()
+    header = json.loads(data.split(b"\n", 1)[0][9:])
+    assert [len(lengths) for lengths in header["parts"]][:2] == [5, 3]  # 10 cached: 4 pieces and '}'; 5 staged
+    by_parts, end = _parts_load(data)
+    whole, whole_end = load(data)
+    assert end == whole_end == len(data)
+    assert _tables(by_parts) == _tables(whole) and by_parts.tracebacks == whole.tracebacks
+    assert by_parts.header == whole.header and by_parts.fingerprint == whole.fingerprint and by_parts.bad_lines == 0
+    # Cut or damaged anywhere in the snapshot, the pieces are refused (and the one parse refuses it too).
+    snap_start = data.find(b"\n") + 1
+    snap_end = data.find(b"\n", snap_start) + 1
+    for at in range(snap_start, snap_end - 1, max(1, (snap_end - snap_start) // 40)):
+        flipped = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+        assert _parts_load(flipped) is None, at
+    assert _parts_load(data[: snap_end - 5]) is None
+    fresh = nbstore.get_cache(store.path)
+    assert [r.pk for r in fresh.list_cache_records()] == [1, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert fresh.verify().problems == ()
+
+
+def test_a_fresh_open_reads_the_snapshot_by_pieces_and_a_damaged_one_the_old_way(tmp_path, monkeypatch):
+    """A compacted index opens without reading the file whole; with a damaged piece it is read whole and rebuilt."""
+    store = nbstore.get_cache(tmp_path / "store")
+    _grow(store, tmp_path / "nbs", 6)
+    store._write_index(store._state_in_sync())
+    whole = []
+    real_load = folder_module.load
+    monkeypatch.setattr(folder_module, "load", lambda data: (whole.append(len(data)), real_load(data))[1])
+    assert [r.pk for r in nbstore.get_cache(store.path).list_cache_records()] == [1, 2, 3, 4, 5, 6]
+    assert whole == []
+    index = store.path / "index"
+    data = index.read_bytes()
+    index.write_bytes(data.replace(b'"pk":3', b'"pk":8', 1))
+    fresh = nbstore.get_cache(store.path)
+    assert [r.pk for r in fresh.list_cache_records()] == [1, 2, 3, 4, 5, 6]
+    assert len(whole) >= 1 and fresh.verify().problems == ()
