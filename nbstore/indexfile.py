@@ -229,6 +229,9 @@ _TABLES = ("cache", "stage", "touched", "tracebacks", "hashes")
 _SNAPSHOT_NAMES = (*_TABLES, "hw")
 
 
+#: Bytes of the log after a snapshot parsed at a time.
+_TAIL_BLOCK = 1 << 20
+
 #: Entries of a table per piece of the snapshot: a reader parses one piece at a time (~0.5 MB of text).
 _PIECE_ENTRIES = 1000
 
@@ -429,13 +432,23 @@ def load_by_parts(header: dict, offset: int, size: int, read) -> tuple[IndexStat
         )
         del doc
         replay([header], state)
-        start = pos + 1
-        tail = read(start, size - start)
-        end = tail.rfind(b"\n") + 1
-        entries, bad = parse_lines(tail[:end], last_fingerprint_only=True)
-        state.bad_lines += bad
-        replay(entries, state)
-    return state, start + end
+        # The log after the snapshot, a block of whole lines at a time: up to half the snapshot's size, it
+        # would otherwise be held three times over (its bytes, its lines, its entries) beside the state.
+        pos += 1
+        carry = b""
+        while pos < size:
+            block = carry + read(pos, min(_TAIL_BLOCK, size - pos))
+            if len(block) == len(carry):
+                break  # the file ended early (it was truncated since its size was taken)
+            pos += len(block) - len(carry)
+            cut = block.rfind(b"\n") + 1
+            carry = block[cut:]
+            entries, bad = parse_lines(block[:cut], last_fingerprint_only=True)
+            del block
+            state.bad_lines += bad
+            replay(entries, state)
+            del entries
+    return state, pos - len(carry)
 
 
 def load(data: bytes | bytearray) -> tuple[IndexState, int]:

@@ -151,8 +151,11 @@ class NbCacheRecord:
         }
 
     @classmethod
-    def from_sidecar(cls, obj: dict, *, accessed: datetime | None = None) -> NbCacheRecord:
-        """Build a record from its sidecar JSON (raises KeyError/TypeError/ValueError when malformed)."""
+    def from_sidecar(cls, obj: dict, *, accessed: datetime | None = None, uri: str | None = None) -> NbCacheRecord:
+        """Build a record from its sidecar JSON (raises KeyError/TypeError/ValueError when malformed).
+
+        uri: the uri to hand out instead of the stored one (the store makes a relative one absolute).
+        """
         created = parse_time(obj["created"])
         artifacts = obj.get("artifacts") or {}
         if not isinstance(artifacts, dict) or not is_object_id(obj["notebook"]):
@@ -176,7 +179,7 @@ class NbCacheRecord:
         return cls(
             pk=pk,
             hashkey=str(obj["hashkey"]),
-            uri=str(obj.get("uri") or ""),
+            uri=str(obj.get("uri") or "") if uri is None else uri,
             created=created,
             accessed=accessed if accessed is not None and accessed > created else created,
             description=str(obj.get("description") or ""),

@@ -295,18 +295,22 @@ def test_a_snapshot_read_piece_by_piece_equals_the_one_parse(tmp_path, monkeypat
     import nbstore.indexfile as indexfile
 
     monkeypatch.setattr(indexfile, "_PIECE_ENTRIES", 3)
+    monkeypatch.setattr(indexfile, "_TAIL_BLOCK", 64)  # the log after it read in blocks that cut its lines
     store = nbstore.get_cache(tmp_path / "store")
     paths = _grow(store, tmp_path / "nbs", 10)
     store.get_cache_bundle(4)
-    store.set_staged_traceback(paths[2], "boom")
     store._write_index(store._state_in_sync())
-    store.remove_cache(2)  # log lines after the snapshot
+    store.set_staged_traceback(paths[2], "boom")  # log lines after the snapshot
+    store.remove_cache(2)
+    store.get_cache_bundle(5)
     data = (store.path / "index").read_bytes()
     header = json.loads(data.split(b"\n", 1)[0][9:])
     assert [len(lengths) for lengths in header["parts"]][:2] == [5, 3]  # 10 cached: 4 pieces and '}'; 5 staged
     by_parts, end = _parts_load(data)
     whole, whole_end = load(data)
     assert end == whole_end == len(data)
+    torn, torn_end = _parts_load(data + b'0badc0de {"op":"touch"')  # a line still being appended is left
+    assert torn_end == len(data) and _tables(torn) == _tables(whole) and torn.bad_lines == 0
     assert _tables(by_parts) == _tables(whole) and by_parts.tracebacks == whole.tracebacks
     assert by_parts.header == whole.header and by_parts.fingerprint == whole.fingerprint and by_parts.bad_lines == 0
     # Cut or damaged anywhere in the snapshot, the pieces are refused (and the one parse refuses it too).

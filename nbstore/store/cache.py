@@ -8,7 +8,6 @@ import tempfile
 import time
 from collections.abc import Container, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +117,9 @@ def _facts(nb: dict, *, source: str) -> NotebookFacts:
 # memory, a third of a status over 100,000): "size mtime_ns ctime_ns inode hashed_ns key1 digest x tail",
 # where tail is the compact JSON of [kernel, depends, env].
 _PLAIN_TAIL = json.dumps([DEFAULT_KERNEL, [], []], separators=(",", ":"))
+
+
+_NO_INPUTS = KeyInputs()
 
 
 def _stat_text(st: os.stat_result, facts: NotebookFacts, hashed_ns: int) -> str:
@@ -279,23 +281,26 @@ class NbStore(ProjectAPI, StoreFolder):
         if memo is None:
             touched = state.touched.get(key)
             rec = state.cache[key]
+            uri = self._abs_cache_uri(str(rec.get("uri") or "")) if rec.get(RELATIVE_URI) is True else None
             try:
-                memo = NbCacheRecord.from_sidecar(rec, accessed=parse_time(touched) if touched else None)
+                memo = NbCacheRecord.from_sidecar(rec, accessed=parse_time(touched) if touched else None, uri=uri)
             except (KeyError, TypeError, ValueError) as exc:
                 # The index is volatile state anyone may have shipped: its copy is checked like a record file.
                 raise StoreCorruptError(
                     f"cache record {key} in the index {self.layout.index} is damaged ({exc}); "
                     "run `nbstore verify --repair`"
                 ) from exc
-            if rec.get(RELATIVE_URI) is True:
-                memo = replace(memo, uri=self._abs_cache_uri(memo.uri))
             self._memo[("cache", key)] = memo
         return memo
 
     def _abs_cache_uri(self, stored: str) -> str:
         # Only a plain relative path is joined: a record from an untrusted store must not name a file outside.
+        if not stored or os.path.isabs(stored) or "\\" in stored:
+            return stored
+        if os.sep == "/" and "//" not in stored and "/." not in "/" + stored and not stored.endswith("/"):
+            return self._base_prefix + stored  # what the join below gives, for the plain paths nbstore writes
         parts = stored.split("/")
-        if not stored or os.path.isabs(stored) or ".." in parts or "\\" in stored:
+        if ".." in parts:
             return stored
         return os.path.join(self._base, *parts)
 
@@ -311,7 +316,7 @@ class NbStore(ProjectAPI, StoreFolder):
 
     def _abs_uri(self, stored: str) -> str:
         # Plain string joins: status builds this for every staged notebook, and pathlib costs 5x more.
-        return stored if os.path.isabs(stored) else os.path.join(self._base, stored)
+        return stored if os.path.isabs(stored) else self._base_prefix + stored  # = os.path.join(base, stored)
 
     def _stored_uri(self, path: Path) -> str:
         try:
@@ -922,11 +927,15 @@ class NbStore(ProjectAPI, StoreFolder):
                 entry = self._hash_entry(path, facts, st)
                 if entry != cached:
                     fresh.append({"op": "hash", "kind": "stage", "name": name, "stat": entry})
-            folder = os.path.dirname(path)
+            depends, env = rec.get("depends", ()), rec.get("env", ())
+            if not (facts.execution or facts.depends or facts.env or depends or env):
+                # A rule-1 notebook (most of them): its key is the stat-cache's, with nothing to resolve.
+                key = facts.key1
+                inputs = None if key in skip else key_record(facts, _NO_INPUTS)
+                out[rec["pk"]] = KeyInfo(key, KEY_RULE, inputs, False)
+                continue
             try:
-                out[rec["pk"]] = self._key_info(
-                    facts, folder, rec.get("depends", ()), rec.get("env", ()), memo=memo, skip_inputs=skip
-                )
+                out[rec["pk"]] = self._key_info(facts, os.path.dirname(path), depends, env, memo=memo, skip_inputs=skip)
             except DependencyError as exc:
                 out[rec["pk"]] = KeyInfo(None, error=f"{path}: {exc}", broken="dependency")
         cache.save()

@@ -54,6 +54,7 @@ class StoreFolder:
         self.path = Path(path).absolute()
         self.layout = Layout(self.path)
         self._base = self.path.parent.resolve()
+        self._base_prefix = str(self._base).rstrip("/") + "/"
         self._state: IndexState | None = None
         self._index_id: tuple | None = None
         self._index_offset = 0

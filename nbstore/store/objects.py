@@ -27,7 +27,7 @@ def has_object(layout: Layout, oid: str, size: int | None = None) -> bool:
     if not is_object_id(oid):
         return False
     try:
-        st = os.lstat(layout.object_path(oid))
+        st = os.lstat(layout.object_text(oid))
     except OSError:
         return False
     # Only decides whether to write: every read walks the store without following symlinks.
