@@ -249,6 +249,29 @@ def cmd_crashpoint(store: str, folder: str, point: str, op: str) -> None:
     say("survived")
 
 
+def cmd_crashcompact(store: str, folder: str, count: str, point: str) -> None:
+    """Grow a store to `count` cached notebooks (every other one staged), then die at `point` of a compaction."""
+    import nbstore.store.folder as folder_mod
+
+    real_fsync = os.fsync
+    os.fsync = lambda fd: None  # growing the store is setup: the compaction below runs with fsync on
+    cache = nbstore.get_cache(store)
+    cache.change_cache_limit(10**6)
+    for i in range(int(count)):
+        path = write_nb(Path(folder) / f"nb{i:05d}.ipynb", executed_nb(f"grown-{i}"))
+        cache.cache_notebook_file(path)
+        if i % 2 == 0:
+            cache.stage_notebook_file(path)
+    cache.get_cache_bundle(3)  # an access time, in the snapshot's touched table
+    os.fsync = real_fsync
+    say("grown", len(cache.list_cache_records()))
+    path = write_nb(Path(folder) / "last.ipynb", executed_nb("last"))
+    _arm(point, Path(store).absolute())
+    folder_mod._COMPACT_FLOOR = -(1 << 40)  # this add's write ends by compacting the index
+    cache.cache_notebook_file(path)
+    say("survived")
+
+
 def cmd_addone(store: str, notebook: str) -> None:
     """Cache one notebook file."""
     rec = nbstore.get_cache(store).cache_notebook_file(notebook)
