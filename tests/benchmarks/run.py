@@ -84,6 +84,7 @@ class Sizes:
     docs: bool = True  # Sphinx builds need a second jupyter-cache venv with Sphinx and MyST-NB: full runs only
     scale_ns: tuple[int, ...] = (500, 10_000, 100_000)  # stores of N cached and N staged notebooks
     n_scale_probe: int = 100  # notebooks added, staged, bundled and matched per marginal-cost measurement
+    scale_rounds: int | None = None  # rounds of the scale rows, warm-up included (None: warm-up and reps)
 
 
 FULL = Sizes()
@@ -100,6 +101,7 @@ QUICK = Sizes(
     docs=False,
     scale_ns=(50, 200),
     n_scale_probe=10,
+    scale_rounds=1,  # a smoke run of the scale rows: one timed round, no warm-up
 )
 
 
@@ -771,7 +773,8 @@ class Harness:
             self.sadd("disk_blocks", n, blocks / 1e6)
             self.sadd("disk_apparent", n, apparent / 1e6)
             hits = sorted((self.work / "corpus" / f"scale-{n}").glob("*.ipynb"))[: s.n_scale_probe]
-            for i, warm in enumerate(self.rounds()):
+            rounds = self.rounds() if s.scale_rounds is None else [False] * s.scale_rounds
+            for i, warm in enumerate(rounds):
                 for fs in ("on", "off"):
                     res = self.scale_worker(
                         "scale_ops",
